@@ -1,0 +1,41 @@
+# `make run`: the API on http://127.0.0.1:8000 with the whole local stack.  `make test`: everything.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
+
+.PHONY: run stop reap test lint unit bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+run: $(STAMP)
+	$(BIN)/python -m devstack run --profile dev
+
+stop:
+	$(BIN)/python -m devstack down --profile dev
+
+reap: $(STAMP)
+	$(BIN)/python -m devstack reap --profile dev
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.provision
+
+clean: stop
+	$(BIN)/python -m devstack down --profile test
+	rm -rf .state

@@ -1,0 +1,24 @@
+"""instanode: the Chalice app. Routes: chalicelib/routes; scheduled jobs: chalicelib/jobs."""
+
+from __future__ import annotations
+
+from chalice.app import Chalice, Rate
+
+from chalicelib.envelope import envelope
+from chalicelib.routes import docs, meta, provision
+
+app = Chalice(app_name="instanode")
+# Real API Gateway passes multipart bodies through intact only when the type is binary.
+app.api.binary_types.append("multipart/form-data")
+app.register_middleware(envelope, "http")
+app.register_blueprint(provision.bp)
+app.register_blueprint(meta.bp)
+app.register_blueprint(docs.bp)
+
+
+@app.schedule(Rate(5, unit=Rate.MINUTES))
+def reap_expired(event: object) -> dict[str, int]:
+    """Remove anonymous resources whose 24h have passed (and stale half-made ones)."""
+    from chalicelib.jobs.reaper import run_reaper
+
+    return run_reaper().as_json()

@@ -1,0 +1,1 @@
+"""instanode: the API's library code (Chalice packages this folder with every Lambda)."""

@@ -1,0 +1,141 @@
+"""Every knob in one place: ``Settings.from_env()`` reads the environment once.
+
+Secrets (the JWT signing key, backend admin URLs) come from the environment locally and from one
+Secrets Manager JSON secret in production (``INSTANODE_SECRETS_ARN``); keys in that secret
+override the environment. See README "Configuration" for the full list with defaults.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from chalicelib.errors import ConfigError
+from chalicelib.models import Backend, Kind
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Backend list per kind: env var name and the kind whose list it falls back to when unset.
+_BACKEND_VARS: dict[Kind, tuple[str, Kind | None]] = {
+    Kind.POSTGRES: ("INSTANODE_POSTGRES_BACKENDS", None),
+    Kind.VECTOR: ("INSTANODE_VECTOR_BACKENDS", Kind.POSTGRES),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    stage: str
+    version: str
+    commit_id: str
+    build_time: str
+    public_base_url: str
+    table_prefix: str
+    bucket: str
+    jwt_secret: str
+    trusted_proxies: tuple[IPNetwork, ...]
+    backends: Mapping[Kind, tuple[Backend, ...]]
+    expiry_shards: int
+    provisioning_lease_seconds: int
+
+    @property
+    def resources_table(self) -> str:
+        return f"{self.table_prefix}-resources"
+
+    @property
+    def idempotency_table(self) -> str:
+        return f"{self.table_prefix}-idempotency"
+
+    @property
+    def counters_table(self) -> str:
+        return f"{self.table_prefix}-counters"
+
+    def backends_for(self, kind: Kind) -> tuple[Backend, ...]:
+        return self.backends.get(kind, ())
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        env.update(_secret_overrides(env))
+        jwt_secret = env.get("INSTANODE_JWT_SECRET", "")
+        if len(jwt_secret) < 32:
+            raise ConfigError("INSTANODE_JWT_SECRET must be set to at least 32 characters")
+        return cls(
+            stage=env.get("INSTANODE_STAGE", "local"),
+            version=env.get("INSTANODE_VERSION", "0.1.0"),
+            commit_id=env.get("INSTANODE_COMMIT_ID", "unknown"),
+            build_time=env.get("INSTANODE_BUILD_TIME", "unknown"),
+            public_base_url=env.get("INSTANODE_PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip(
+                "/"
+            ),
+            table_prefix=env.get("INSTANODE_TABLE_PREFIX", "instanode"),
+            bucket=env.get("INSTANODE_BUCKET", "instanode-storage"),
+            jwt_secret=jwt_secret,
+            trusted_proxies=_parse_networks(env.get("INSTANODE_TRUSTED_PROXIES", "")),
+            backends=_parse_backends(env),
+            expiry_shards=int(env.get("INSTANODE_EXPIRY_SHARDS", "8")),
+            provisioning_lease_seconds=int(env.get("INSTANODE_PROVISIONING_LEASE_SECONDS", "900")),
+        )
+
+
+def _secret_overrides(env: Mapping[str, str]) -> dict[str, str]:
+    """Keys of the Secrets Manager JSON secret named by INSTANODE_SECRETS_ARN, if any."""
+    arn = env.get("INSTANODE_SECRETS_ARN")
+    if not arn:
+        return {}
+    import boto3
+
+    raw = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+    values = json.loads(raw)
+    if not isinstance(values, dict):
+        raise ConfigError("the secret named by INSTANODE_SECRETS_ARN must be a JSON object")
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+
+
+def _parse_networks(raw: str) -> tuple[IPNetwork, ...]:
+    try:
+        return tuple(ipaddress.ip_network(p.strip()) for p in raw.split(",") if p.strip())
+    except ValueError as exc:
+        raise ConfigError(f"INSTANODE_TRUSTED_PROXIES: {exc}") from exc
+
+
+def _parse_backends(env: Mapping[str, str]) -> dict[Kind, tuple[Backend, ...]]:
+    parsed: dict[Kind, tuple[Backend, ...]] = {}
+    for kind, (var, fallback) in _BACKEND_VARS.items():
+        raw = env.get(var)
+        if raw:
+            parsed[kind] = tuple(_backend(var, item) for item in _json_list(var, raw))
+        elif fallback is not None:
+            parsed[kind] = parsed.get(fallback, ())
+    return parsed
+
+
+def _json_list(var: str, raw: str) -> list[Any]:
+    try:
+        items = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{var} is not valid JSON: {exc.msg}") from exc
+    if not isinstance(items, list):
+        raise ConfigError(f"{var} must be a JSON list of backends")
+    return items
+
+
+def _backend(var: str, item: Any) -> Backend:
+    if not isinstance(item, dict) or not {"name", "admin_url", "public_host"} <= item.keys():
+        raise ConfigError(f"{var}: each backend needs name, admin_url and public_host")
+    return Backend(
+        name=str(item["name"]),
+        admin_url=str(item["admin_url"]),
+        public_host=str(item["public_host"]),
+        internal_host=str(item.get("internal_host") or item["public_host"]),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (tests build their own with ``Settings.from_env(env)``)."""
+    return Settings.from_env()

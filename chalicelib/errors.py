@@ -1,0 +1,135 @@
+"""Every error the API returns, with its HTTP status, code and agent guidance.
+
+An ``ApiError`` propagates out of a view (it is a ``ChaliceUnhandledError``) so the envelope
+middleware in app.py turns it into ``{ok: false, error, message, request_id, agent_action?}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalice.app import ChaliceUnhandledError
+
+
+class ConfigError(Exception):
+    """The deployment is misconfigured (a missing secret or a malformed setting)."""
+
+
+class ApiError(ChaliceUnhandledError):
+    """Base of all client-visible errors."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        agent_action: str | None = None,
+        headers: dict[str, str] | None = None,
+        **fields: Any,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.agent_action = agent_action
+        self.headers = headers or {}
+        self.fields = fields
+
+    def body(self, request_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "ok": False,
+            "error": self.code,
+            "message": self.message,
+            "request_id": request_id,
+        }
+        if self.agent_action:
+            body["agent_action"] = self.agent_action
+        body.update(self.fields)
+        return body
+
+
+class BadRequestError(ApiError):
+    """The request body or parameters are malformed."""
+
+    status = 400
+    code = "bad_request"
+
+
+class InvalidJsonError(BadRequestError):
+    """The body is not a JSON object."""
+
+    code = "invalid_json"
+
+
+class UnsupportedContentTypeError(BadRequestError):
+    """The body is not sent as application/json."""
+
+    code = "unsupported_content_type"
+
+
+class NameRequiredError(BadRequestError):
+    """No ``name`` was given."""
+
+    code = "name_required"
+
+
+class InvalidNameError(BadRequestError):
+    """``name`` breaks the 1-64 character rule."""
+
+    code = "invalid_name"
+
+
+class NotFoundError(ApiError):
+    """No such route or resource."""
+
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowedError(ApiError):
+    """The route exists but not with this method."""
+
+    status = 405
+    code = "method_not_allowed"
+
+
+class IdempotencyKeyConflictError(ApiError):
+    """The Idempotency-Key was already used with a different body."""
+
+    status = 409
+    code = "idempotency_key_conflict"
+
+
+class IdempotencyInProgressError(ApiError):
+    """The first request with this key is still running."""
+
+    status = 409
+    code = "idempotency_in_progress"
+
+
+class ResourceLimitReachedError(ApiError):
+    """The caller already holds as many resources of this kind as its tier allows."""
+
+    status = 402
+    code = "resource_limit_reached"
+
+
+class DailyLimitReachedError(ApiError):
+    """The caller's network made its daily number of anonymous provisions."""
+
+    status = 429
+    code = "daily_limit_reached"
+
+
+class BackendUnavailableError(ApiError):
+    """No backend server for this kind answered; nothing was created."""
+
+    status = 503
+    code = "backend_unavailable"
+
+
+class InternalError(ApiError):
+    """Something failed on our side; the details are in the logs, not the response."""
+
+    status = 500
+    code = "internal_error"

@@ -1,0 +1,1 @@
+"""Scheduled Lambdas (app.py wires them to EventBridge schedules)."""

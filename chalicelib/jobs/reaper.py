@@ -1,0 +1,93 @@
+"""Expiry: remove resources whose time is up, and collect half-made ones whose lease ran out.
+
+Due records come from the sparse ``by_expiry`` index, shard by shard and page by page (never a
+table scan). Each record is leased before work, the backend object is removed (idempotently),
+then the record and counters are updated in one transaction guarded by the status seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from chalicelib.config import Settings
+from chalicelib.dynamo import Dynamo, TransactionCancelled
+from chalicelib.models import Kind, Resource, Status
+from chalicelib.providers.base import Provider
+from chalicelib.store import ResourceStore
+
+log = logging.getLogger(__name__)
+LEASE_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class ReapReport:
+    expired: int = 0
+    collected: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class Reaper:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Dynamo,
+        providers: Callable[[Kind], Provider],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._db = db
+        self._store = ResourceStore(db, settings)
+        self._providers = providers
+        self._clock = clock
+
+    def run(self) -> ReapReport:
+        now = int(self._clock())
+        counts = {"expired": 0, "collected": 0, "skipped": 0, "failed": 0}
+        for shard in range(self._settings.expiry_shards):
+            for resource in self._store.due(shard, now):
+                counts[self._reap(resource, now)] += 1
+        report = ReapReport(**counts)
+        log.info("reaper: %s", report)
+        return report
+
+    def _reap(self, resource: Resource, now: int) -> str:
+        if not self._store.take_reaper_lease(resource, now, LEASE_SECONDS):
+            return "skipped"
+        backend = {b.name: b for b in self._settings.backends_for(resource.kind)}.get(
+            resource.ref.backend
+        )
+        if backend is None:
+            log.error("resource %s is on unknown backend %s", resource.id, resource.ref.backend)
+            return "failed"
+        try:
+            self._providers(resource.kind).deprovision(backend, resource.ref)
+        except Exception:
+            log.exception("could not remove %s; it is retried after its lease", resource.id)
+            return "failed"
+        half_made = resource.status is Status.PROVISIONING
+        record = (
+            self._store.delete_item(resource)
+            if half_made
+            else self._store.expire_item(resource, now)
+        )
+        try:
+            self._db.transact(
+                [record, *self._store.refund_items(resource, resource.created_at, daily=half_made)]
+            )
+        except TransactionCancelled:
+            return "skipped"
+        return "collected" if half_made else "expired"
+
+
+def run_reaper() -> ReapReport:
+    from chalicelib.config import get_settings
+    from chalicelib.deps import get_dynamo, get_provider
+
+    return Reaper(get_settings(), get_dynamo(), get_provider).run()

@@ -1,0 +1,81 @@
+"""Typed values passed between layers: routes -> service -> providers/store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Kind(StrEnum):
+    """A resource kind; the value is the name used in plans.yaml, records and caps."""
+
+    POSTGRES = "postgres"
+    VECTOR = "vector"
+
+
+class Status(StrEnum):
+    PROVISIONING = "provisioning"
+    ACTIVE = "active"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One backend server a kind can place resources on (admin_url is a secret)."""
+
+    name: str
+    admin_url: str = field(repr=False)
+    public_host: str
+    internal_host: str
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: anonymous callers are identified by their network fingerprint."""
+
+    fingerprint: str
+    source_ip: str
+
+    @property
+    def owner(self) -> str:
+        return f"fp:{self.fingerprint}"
+
+
+@dataclass(frozen=True)
+class ProvisionRequest:
+    kind: Kind
+    name: str
+    ignored_fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BackendRef:
+    """Where a resource lives on its backend: enough to remove or measure it later."""
+
+    backend: str
+    database: str
+    username: str
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a provider hands back: the URLs are secrets (they hold the password)."""
+
+    connection_url: str = field(repr=False)
+    internal_url: str = field(repr=False)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Resource:
+    id: str
+    token: str = field(repr=False)
+    kind: Kind
+    name: str
+    owner: str
+    tier: str
+    status: Status
+    ref: BackendRef
+    created_at: int
+    expires_at: int | None

@@ -1,0 +1,48 @@
+"""The interface every resource kind implements, and the registry of providers by kind.
+
+Providers are built lazily (their drivers import on first use) so the Lambda cold start only
+pays for the kinds a request touches.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from chalicelib.models import Backend, BackendRef, Credentials, Kind
+from chalicelib.tiers import KindLimits
+
+
+class BackendDownError(Exception):
+    """The backend server could not be reached or refused the admin connection."""
+
+
+class Provider(Protocol):
+    kind: Kind
+
+    def new_ref(self, backend: Backend) -> BackendRef:
+        """Fresh opaque names for a resource on ``backend`` (no side effects)."""
+        ...
+
+    def provision(self, backend: Backend, ref: BackendRef, limits: KindLimits) -> Credentials:
+        """Create the resource; on failure leave nothing behind and raise."""
+        ...
+
+    def deprovision(self, backend: Backend, ref: BackendRef) -> None:
+        """Remove the resource; succeeds when it is already gone."""
+        ...
+
+    def usage(self, backend: Backend, ref: BackendRef) -> int:
+        """Bytes the resource uses beyond an empty one."""
+        ...
+
+    def check(self, backend: Backend) -> None:
+        """Raise ``BackendDownError`` unless the backend answers."""
+        ...
+
+
+def build_provider(kind: Kind) -> Provider:
+    from chalicelib.providers import postgres
+
+    if kind in (Kind.POSTGRES, Kind.VECTOR):
+        return postgres.PostgresProvider(kind)
+    raise KeyError(kind)

@@ -1,0 +1,40 @@
+"""POST /<kind>/new: one route per resource kind, all through the same handler."""
+
+from __future__ import annotations
+
+from chalice.app import Blueprint, Response
+
+from chalicelib.deps import get_service
+from chalicelib.idempotency import derive_key
+from chalicelib.models import Kind, ProvisionRequest
+from chalicelib.routes import requests
+
+bp = Blueprint(__name__)
+
+ANY_CONTENT_TYPE = ["*/*"]  # we answer a wrong content type with a 400 envelope ourselves
+KNOWN_FIELDS = frozenset({"name"})
+ROUTES: dict[str, Kind] = {"/db/new": Kind.POSTGRES, "/vector/new": Kind.VECTOR}
+
+
+def _provision(route: str) -> Response:
+    request = bp.current_request
+    body = requests.json_object(request)
+    req = ProvisionRequest(
+        kind=ROUTES[route],
+        name=requests.resource_name(body.get("name")),
+        ignored_fields=tuple(sorted(set(body) - KNOWN_FIELDS)),
+    )
+    who = requests.caller(request)
+    key = derive_key(who.owner, route, body, requests.idempotency_header(request))
+    outcome = get_service().provision(who, req, key)
+    return Response(outcome.body, status_code=outcome.status_code, headers=dict(outcome.headers))
+
+
+@bp.route("/db/new", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+def new_db() -> Response:
+    return _provision("/db/new")
+
+
+@bp.route("/vector/new", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+def new_vector() -> Response:
+    return _provision("/vector/new")

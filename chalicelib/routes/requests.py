@@ -1,0 +1,80 @@
+"""Reading what the agent sent: JSON body, ``name``, idempotency header, caller."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from chalice.app import Request
+
+from chalicelib import errors
+from chalicelib.config import get_settings
+from chalicelib.fingerprint import caller_of
+from chalicelib.idempotency import MAX_KEY_LENGTH
+from chalicelib.models import Caller
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _-]{0,63}")
+NAME_RULE = "1-64 characters: a letter or digit, then letters, digits, spaces, '_' or '-'"
+_KEY_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{MAX_KEY_LENGTH}}}")
+
+
+def json_object(request: Request) -> dict[str, Any]:
+    """The body as a JSON object; an empty body is ``{}``."""
+    raw = request.raw_body or b""
+    if not raw.strip():
+        return {}
+    mimetype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise errors.UnsupportedContentTypeError(
+            f"Send the body as JSON with 'Content-Type: application/json' (got '{mimetype}').",
+            agent_action="Resend with the header 'Content-Type: application/json'.",
+        )
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise errors.InvalidJsonError(
+            "The request body is not valid JSON.",
+            agent_action='Send a JSON object such as {"name": "my-db"}.',
+        ) from exc
+    if not isinstance(body, dict):
+        raise errors.InvalidJsonError(
+            "The request body must be a JSON object.",
+            agent_action='Send a JSON object such as {"name": "my-db"}.',
+        )
+    return body
+
+
+def resource_name(value: Any) -> str:
+    if value is None or value == "":
+        raise errors.NameRequiredError(
+            "Every provision needs a 'name'.",
+            agent_action='Add a descriptive name to the body, e.g. {"name": "prod-db"}.',
+        )
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise errors.InvalidNameError(
+            f"'name' must be {NAME_RULE}.",
+            agent_action="Pick a name like 'prod-db' or 'sessions cache' and retry.",
+        )
+    return value
+
+
+def idempotency_header(request: Request) -> str | None:
+    value: str | None = request.headers.get("idempotency-key")
+    if value is None:
+        return None
+    if not _KEY_PATTERN.fullmatch(value):
+        raise errors.BadRequestError(
+            f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable ASCII characters.",
+            agent_action="Send a fresh UUID as the Idempotency-Key header.",
+        )
+    return value
+
+
+def caller(request: Request) -> Caller:
+    identity = (request.context or {}).get("identity") or {}
+    return caller_of(
+        identity.get("sourceIp", "127.0.0.1"),
+        request.headers.get("x-forwarded-for"),
+        get_settings().trusted_proxies,
+    )

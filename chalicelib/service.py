@@ -1,0 +1,298 @@
+"""One provision, start to end: idempotency, tier and quota checks, backend, record, response.
+
+DynamoDB round trips on the happy path: 1 to read backend loads (only with several backends),
+1 transaction that claims the idempotency key, writes the PROVISIONING record and charges the
+counters, and 1 transaction that activates the record and stores the response for replays.
+If anything fails after the backend object exists, it is removed again and the reservation is
+rolled back, so nothing half-made is left. A crash between the two leaves a PROVISIONING record
+whose lease the reaper collects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib import errors
+from chalicelib.config import Settings
+from chalicelib.dynamo import Dynamo, TransactionCancelled
+from chalicelib.idempotency import IdempotencyStore, Key, Record, Source, State, record_of
+from chalicelib.models import Backend, Caller, Credentials, Kind, ProvisionRequest, Resource, Status
+from chalicelib.providers.base import BackendDownError, Provider
+from chalicelib.store import Charge, ResourceStore
+from chalicelib.tiers import ANONYMOUS, Tier
+from chalicelib.tokens import Signer
+
+log = logging.getLogger(__name__)
+
+IN_PROGRESS_WAIT_SECONDS = 3.0
+IN_PROGRESS_POLL_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status_code: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def resource_id_of(token: str) -> str:
+    """The public id is a one-way function of the secret token (id never grants access)."""
+    return "res_" + hashlib.sha256(token.encode()).hexdigest()[:20]
+
+
+def iso(ts: int | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ProvisionService:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Dynamo,
+        tiers: Mapping[str, Tier],
+        providers: Callable[[Kind], Provider],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._db = db
+        self._store = ResourceStore(db, settings)
+        self._idem = IdempotencyStore(db, settings.idempotency_table)
+        self._tiers = tiers
+        self._providers = providers
+        self._signer = Signer(settings.jwt_secret)
+        self._clock = clock
+
+    def provision(self, caller: Caller, req: ProvisionRequest, key: Key) -> Outcome:
+        now = int(self._clock())
+        tier = self._tiers[ANONYMOUS]
+        limits = tier.limits(req.kind)
+        backend = self._place(req.kind)
+        provider = self._providers(req.kind)
+        token = str(uuid.uuid4())
+        resource = Resource(
+            id=resource_id_of(token),
+            token=token,
+            kind=req.kind,
+            name=req.name,
+            owner=caller.owner,
+            tier=tier.name,
+            status=Status.PROVISIONING,
+            ref=provider.new_ref(backend),
+            created_at=now,
+            expires_at=now + self._settings.provisioning_lease_seconds,
+        )
+        charge = self._store.charge(resource, limits.max_resources, tier.daily_provisions, now)
+        try:
+            self._db.transact(
+                [
+                    self._idem.claim_item(key, now, self._settings.provisioning_lease_seconds),
+                    self._store.put_provisioning_item(resource),
+                    *charge.items(),
+                ]
+            )
+        except TransactionCancelled as exc:
+            return self._rejected(exc, key, charge, caller, req, tier)
+        return self._create(resource, backend, provider, tier, req, key)
+
+    # -- the happy path ---------------------------------------------------------------------
+    def _create(
+        self,
+        resource: Resource,
+        backend: Backend,
+        provider: Provider,
+        tier: Tier,
+        req: ProvisionRequest,
+        key: Key,
+    ) -> Outcome:
+        limits = tier.limits(req.kind)
+        try:
+            creds = provider.provision(backend, resource.ref, limits)
+        except BackendDownError as exc:
+            log.warning("backend %s down while provisioning %s: %s", backend.name, resource.id, exc)
+            self._abort(resource, key)
+            raise errors.BackendUnavailableError(
+                f"The {req.kind.value} backend is unavailable; nothing was created. Retry shortly.",
+                headers={"Retry-After": "5"},
+                retry_after_seconds=5,
+            ) from exc
+        except Exception:
+            log.exception("provisioning %s on %s failed", resource.id, backend.name)
+            self._abort(resource, key)
+            raise
+        active = replace(
+            resource,
+            status=Status.ACTIVE,
+            expires_at=None
+            if tier.ttl_hours is None
+            else resource.created_at + tier.ttl_hours * 3600,
+        )
+        body = self._body(active, creds, tier, req)
+        try:
+            self._db.transact(
+                [
+                    self._store.activate_item(active),
+                    self._idem.complete_item(key, resource.created_at, 201, body),
+                ]
+            )
+        except Exception:
+            log.exception("recording %s failed; removing its backend object", resource.id)
+            self._undo_backend(provider, backend, resource)
+            self._abort(resource, key)
+            raise
+        log.info("provisioned %s %s on %s", req.kind.value, resource.id, backend.name)
+        return Outcome(201, body, {"X-Idempotency-Source": Source.MISS.value})
+
+    def _abort(self, resource: Resource, key: Key) -> None:
+        """Roll back the reservation: record, idempotency claim and counters, in one go."""
+        self._db.transact(
+            [
+                self._store.delete_item(resource),
+                self._idem.release_item(key),
+                *self._store.refund_items(resource, resource.created_at, daily=True),
+            ]
+        )
+
+    def _undo_backend(self, provider: Provider, backend: Backend, resource: Resource) -> None:
+        try:
+            provider.deprovision(backend, resource.ref)
+        except Exception:
+            # The PROVISIONING record stays if _abort fails too; the reaper retries both.
+            log.exception("could not remove backend object of %s", resource.id)
+
+    # -- rejections -------------------------------------------------------------------------
+    def _rejected(
+        self,
+        exc: TransactionCancelled,
+        key: Key,
+        charge: Charge,
+        caller: Caller,
+        req: ProvisionRequest,
+        tier: Tier,
+    ) -> Outcome:
+        # Reasons come in the order of the transaction: claim, record, then the charge items.
+        claim, charged = exc.reasons[0], exc.reasons[2:]
+        if claim.failed and claim.item is not None:
+            return self._replay(key, record_of(claim.item))
+        if charged[Charge.CAP].failed:
+            raise self._cap_error(caller, req, tier)
+        if charge.daily is not None and charged[Charge.DAILY].failed:
+            return self._daily_limit(caller, req, key, tier)
+        raise exc
+
+    def _replay(self, key: Key, record: Record) -> Outcome:
+        if record.body_hash != key.body_hash:
+            raise errors.IdempotencyKeyConflictError(
+                "This Idempotency-Key was already used with a different request body.",
+                agent_action="Send a new Idempotency-Key (a fresh UUID) for a different request.",
+            )
+        deadline = self._clock() + IN_PROGRESS_WAIT_SECONDS
+        while record.state is State.IN_PROGRESS and self._clock() < deadline:
+            time.sleep(IN_PROGRESS_POLL_SECONDS)
+            record = self._idem.get(key) or record
+        if record.state is State.IN_PROGRESS:
+            raise errors.IdempotencyInProgressError(
+                "The first request with this idempotency key is still running.",
+                headers={"Retry-After": "1"},
+                retry_after_seconds=1,
+            )
+        headers = {"X-Idempotent-Replay": "true", "X-Idempotency-Source": key.source.value}
+        return Outcome(record.status_code, record.body, headers)
+
+    def _daily_limit(self, caller: Caller, req: ProvisionRequest, key: Key, tier: Tier) -> Outcome:
+        existing = self._store.active_of(caller.owner, req.kind)
+        if existing is None:
+            raise errors.DailyLimitReachedError(
+                f"This network made its {tier.daily_provisions} anonymous provisions for today.",
+                agent_action="Tell the user the anonymous daily limit is reached; claim the "
+                f"existing resources at {self._settings.public_base_url}/claim to lift it, "
+                "or retry after midnight UTC.",
+                headers={"Retry-After": str(_seconds_to_midnight(int(self._clock())))},
+                retry_after_seconds=_seconds_to_midnight(int(self._clock())),
+            )
+        body = self._existing_body(existing, tier)
+        return Outcome(200, body, {"X-Idempotency-Source": Source.MISS.value})
+
+    def _cap_error(self, caller: Caller, req: ProvisionRequest, tier: Tier) -> errors.ApiError:
+        existing = self._store.active_of(caller.owner, req.kind)
+        cap = tier.limits(req.kind).max_resources
+        detail = {"id": existing.id, "name": existing.name} if existing else None
+        return errors.ResourceLimitReachedError(
+            f"The {tier.name} tier holds {cap} active {req.kind.value} resource(s) per owner.",
+            agent_action=f"Tell the user the {tier.name} tier allows {cap} {req.kind.value} at a "
+            f"time: reuse the existing one, or claim and upgrade at "
+            f"{self._settings.public_base_url}/claim to hold more.",
+            existing=detail,
+        )
+
+    # -- response bodies --------------------------------------------------------------------
+    def _body(
+        self, r: Resource, creds: Credentials, tier: Tier, req: ProvisionRequest
+    ) -> dict[str, Any]:
+        limits = tier.limits(r.kind)
+        jwt = self._signer.upgrade_token(r.id, r.owner, r.created_at)
+        body: dict[str, Any] = {
+            "ok": True,
+            "id": r.id,
+            "token": r.token,
+            "name": r.name,
+            "kind": r.kind.value,
+            "connection_url": creds.connection_url,
+            "internal_url": creds.internal_url,
+            **creds.extra,
+            "tier": tier.name,
+            "limits": {"storage_mb": limits.storage_mb, "connections": limits.connections},
+            "expires_at": iso(r.expires_at),
+            "note": self._note(r),
+            "upgrade_jwt": jwt,
+            "upgrade": f"{self._settings.public_base_url}/start?t={jwt}",
+        }
+        if req.ignored_fields:
+            body["ignored_fields"] = list(req.ignored_fields)
+        return body
+
+    def _existing_body(self, r: Resource, tier: Tier) -> dict[str, Any]:
+        jwt = self._signer.upgrade_token(r.id, r.owner, int(self._clock()))
+        return {
+            "ok": True,
+            "deduplicated": True,
+            "id": r.id,
+            "token": r.token,
+            "name": r.name,
+            "kind": r.kind.value,
+            "tier": tier.name,
+            "expires_at": iso(r.expires_at),
+            "note": f"Daily limit of {tier.daily_provisions} anonymous provisions reached: this "
+            "is your existing resource. Its connection_url was in the response that created it.",
+            "upgrade_jwt": jwt,
+            "upgrade": f"{self._settings.public_base_url}/start?t={jwt}",
+        }
+
+    def _note(self, r: Resource) -> str:
+        if r.expires_at is None:
+            return "This resource does not expire."
+        return (
+            f"Anonymous resource: it expires at {iso(r.expires_at)} (24h) unless claimed. "
+            "Open the 'upgrade' link to keep it."
+        )
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _place(self, kind: Kind) -> Backend:
+        """The configured backend holding the fewest active resources of this kind."""
+        backends = self._settings.backends_for(kind)
+        if not backends:
+            raise errors.BackendUnavailableError(f"No {kind.value} backend is configured here.")
+        if len(backends) == 1:
+            return backends[0]
+        loads = self._store.backend_loads([b.name for b in backends])
+        return min(backends, key=lambda b: loads[b.name])
+
+
+def _seconds_to_midnight(now: int) -> int:
+    return 86400 - now % 86400

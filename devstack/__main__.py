@@ -1,0 +1,71 @@
+"""python -m devstack {up,down,env,serve,run,reap} [--profile dev|test]"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+import threading
+
+from devstack.stack import PROFILES, Stack
+
+REAP_INTERVAL_SECONDS = int(os.environ.get("INSTANODE_REAP_INTERVAL", "60"))
+
+
+def _reap_forever(stop: threading.Event) -> None:
+    """chalice local runs no schedules, so the local stack runs the reaper itself."""
+    from chalicelib.jobs.reaper import run_reaper
+
+    while not stop.wait(REAP_INTERVAL_SECONDS):
+        try:
+            run_reaper()
+        except Exception:
+            logging.exception("reaper run failed")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="devstack")
+    parser.add_argument("command", choices=["up", "down", "env", "serve", "run", "reap"])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="dev")
+    args = parser.parse_args(argv)
+    stack = Stack(PROFILES[args.profile])
+    if args.command == "up":
+        started = stack.up()
+        print(f"stack '{args.profile}' up; started: {[s.name for s in started] or 'nothing'}")
+    elif args.command == "down":
+        stack.down()
+    elif args.command == "env":
+        for key, value in stack.env().items():
+            print(f"export {key}={shlex.quote(value)}")
+    elif args.command == "reap":
+        os.environ.update(stack.env())
+        from chalicelib.jobs.reaper import run_reaper
+
+        print(run_reaper().as_json())
+    else:
+        _serve(stack, start_stack=args.command == "run")
+    return 0
+
+
+def _serve(stack: Stack, start_stack: bool) -> None:
+    from devstack.serve import serve
+
+    started = stack.up() if start_stack else []
+    stop = threading.Event()
+    if start_stack:
+        os.environ.update(stack.env())
+        threading.Thread(target=_reap_forever, args=(stop,), daemon=True).start()
+    print(f"instanode API on {stack.base_url} (Ctrl-C stops it and what it started)", flush=True)
+    try:
+        serve(stack.env(), stack.profile.api_port)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        stack.down(started)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

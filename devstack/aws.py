@@ -1,0 +1,82 @@
+"""DynamoDB tables and the S3 bucket, created in moto the way infra/terraform creates them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import boto3
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+
+def _attr(name: str, kind: str = "S") -> dict[str, str]:
+    return {"AttributeName": name, "AttributeType": kind}
+
+
+def _index(name: str, pk: str, sk: str) -> dict[str, Any]:
+    return {
+        "IndexName": name,
+        "KeySchema": [
+            {"AttributeName": pk, "KeyType": "HASH"},
+            {"AttributeName": sk, "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "ALL"},
+    }
+
+
+def table_specs(prefix: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "TableName": f"{prefix}-resources",
+            "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
+            "AttributeDefinitions": [
+                _attr("id"),
+                _attr("owner"),
+                _attr("created_at", "N"),
+                _attr("expiry_shard"),
+                _attr("expires_at", "N"),
+            ],
+            "GlobalSecondaryIndexes": [
+                _index("by_owner", "owner", "created_at"),
+                _index("by_expiry", "expiry_shard", "expires_at"),
+            ],
+        },
+        {
+            "TableName": f"{prefix}-idempotency",
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+            "AttributeDefinitions": [_attr("pk")],
+        },
+        {
+            "TableName": f"{prefix}-counters",
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+            "AttributeDefinitions": [_attr("pk")],
+        },
+    ]
+
+
+def create_tables(client: DynamoDBClient, prefix: str) -> None:
+    existing = set(client.list_tables()["TableNames"])
+    for spec in table_specs(prefix):
+        if spec["TableName"] in existing:
+            continue
+        client.create_table(BillingMode="PAY_PER_REQUEST", **spec)
+        client.update_time_to_live(
+            TableName=spec["TableName"],
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"},
+        )
+
+
+def ensure_aws_resources(env: Mapping[str, str]) -> None:
+    session = boto3.session.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+    )
+    endpoint = env["AWS_ENDPOINT_URL"]
+    create_tables(session.client("dynamodb", endpoint_url=endpoint), env["INSTANODE_TABLE_PREFIX"])
+    s3 = session.client("s3", endpoint_url=endpoint)
+    buckets = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    if env["INSTANODE_BUCKET"] not in buckets:
+        s3.create_bucket(Bucket=env["INSTANODE_BUCKET"])

@@ -1,0 +1,46 @@
+"""`chalice local`, plus the API Gateway gateway responses that infra/terraform configures.
+
+chalice local answers an unknown route with 403 "Missing Authentication Token", as API Gateway
+does by default; our Terraform turns that gateway response into a 404 envelope, and so does this
+handler, so the local API behaves like the deployed one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from chalice.cli.factory import CLIFactory
+from chalice.local import ChaliceRequestHandler, LocalDevServer
+
+from devstack.stack import ROOT
+
+
+class GatewayResponsesHandler(ChaliceRequestHandler):
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
+
+    def _send_error_response(self, error: Any) -> None:
+        if error.CODE == 403 and b"Missing Authentication Token" in error.body:
+            body = {
+                "ok": False,
+                "error": "not_found",
+                "message": f"No route matches {self.command} {self.path.split('?')[0]}.",
+                "request_id": str(uuid.uuid4()),
+            }
+            headers = {"Content-Type": "application/json"}
+            self._send_http_response(404, headers, json.dumps(body))
+            return
+        super()._send_error_response(error)
+
+
+def serve(env: Mapping[str, str], port: int, host: str = "127.0.0.1", stage: str = "local") -> None:
+    os.environ.update(env)
+    factory = CLIFactory(project_dir=str(ROOT), environ=os.environ)
+    config = factory.create_config_obj(chalice_stage_name=stage)
+    server = LocalDevServer(
+        config.chalice_app, config, host, port, handler_cls=GatewayResponsesHandler
+    )
+    server.serve_forever()

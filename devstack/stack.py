@@ -1,0 +1,102 @@
+"""The whole local stack for one profile: its servers, its AWS resources and the app's environment.
+
+Profiles: ``dev`` (``make run``: API on :8000, moto on :4566, one Postgres) and ``test``
+(``make test``: other ports, two Postgres backends) so both can run side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.services import Moto, Postgres, Service
+
+ROOT = Path(__file__).resolve().parent.parent
+REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    api_port: int
+    moto_port: int
+    postgres_ports: tuple[int, ...]
+
+
+PROFILES = {
+    "dev": Profile("dev", api_port=8000, moto_port=4566, postgres_ports=(5433,)),
+    "test": Profile("test", api_port=18000, moto_port=14566, postgres_ports=(15433, 15434)),
+}
+
+
+class Stack:
+    def __init__(self, profile: Profile, state_root: Path | None = None) -> None:
+        self.profile = profile
+        self.state = (state_root or ROOT / ".state") / profile.name
+        self.state.mkdir(parents=True, exist_ok=True)
+        self._secrets = self._load_secrets()
+        self.moto = Moto(self.state, profile.moto_port)
+        self.postgres = [
+            Postgres(self.state, f"pg{i}", port, self._secrets["postgres_password"])
+            for i, port in enumerate(profile.postgres_ports, start=1)
+        ]
+
+    @property
+    def services(self) -> list[Service]:
+        return [self.moto, *self.postgres]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.profile.api_port}"
+
+    def up(self) -> list[Service]:
+        """Start what is not running; create tables and bucket. Returns what this call started."""
+        started = [s for s in self.services if s.up()]
+        from devstack.aws import ensure_aws_resources
+
+        ensure_aws_resources(self.env())
+        return started
+
+    def down(self, services: list[Service] | None = None) -> None:
+        for service in reversed(services if services is not None else self.services):
+            service.down()
+
+    def env(self) -> dict[str, str]:
+        """The environment the app runs with against this stack (merged over os.environ)."""
+        backends = [
+            {
+                "name": pg.name,
+                "admin_url": pg.admin_url(),
+                "public_host": f"127.0.0.1:{pg.port}",
+                "internal_host": f"127.0.0.1:{pg.port}",
+            }
+            for pg in self.postgres
+        ]
+        return {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.profile.moto_port}",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "INSTANODE_STAGE": "local",
+            "INSTANODE_PUBLIC_BASE_URL": os.environ.get("INSTANODE_PUBLIC_BASE_URL", self.base_url),
+            "INSTANODE_TABLE_PREFIX": "instanode",
+            "INSTANODE_BUCKET": "instanode-storage",
+            "INSTANODE_JWT_SECRET": self._secrets["jwt_secret"],
+            "INSTANODE_POSTGRES_BACKENDS": json.dumps(backends),
+            # chalice local reports every caller as 127.0.0.1: trust it to forward the real one.
+            "INSTANODE_TRUSTED_PROXIES": "127.0.0.1/32",
+        }
+
+    def _load_secrets(self) -> dict[str, str]:
+        """Generated once per state dir, kept with mode 0600, never committed."""
+        path = self.state / "secrets.json"
+        if path.exists():
+            loaded: dict[str, str] = json.loads(path.read_text())
+            return loaded
+        values = {"jwt_secret": secrets.token_hex(32), "postgres_password": secrets.token_hex(16)}
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(values))
+        return values
