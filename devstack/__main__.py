@@ -29,6 +29,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="devstack")
     parser.add_argument("command", choices=["up", "down", "env", "serve", "run", "reap"])
     parser.add_argument("--profile", choices=sorted(PROFILES), default="dev")
+    parser.add_argument("--port", type=int, help="serve on this port instead of the profile's")
     args = parser.parse_args(argv)
     stack = Stack(PROFILES[args.profile])
     if args.command == "up":
@@ -45,11 +46,11 @@ def main(argv: list[str]) -> int:
 
         print(run_reaper().as_json())
     else:
-        _serve(stack, start_stack=args.command == "run")
+        _serve(stack, args.port or stack.profile.api_port, start_stack=args.command == "run")
     return 0
 
 
-def _serve(stack: Stack, start_stack: bool) -> None:
+def _serve(stack: Stack, port: int, start_stack: bool) -> None:
     from devstack.serve import serve
 
     started = stack.up() if start_stack else []
@@ -57,9 +58,9 @@ def _serve(stack: Stack, start_stack: bool) -> None:
     if start_stack:
         os.environ.update(stack.env())
         threading.Thread(target=_reap_forever, args=(stop,), daemon=True).start()
-    print(f"instanode API on {stack.base_url} (Ctrl-C stops it and what it started)", flush=True)
+    print(f"instanode API on http://127.0.0.1:{port} (Ctrl-C stops it and what it started)", flush=True)
     try:
-        serve(stack.env(), stack.profile.api_port)
+        serve(stack.env(), port)
     except KeyboardInterrupt:
         pass
     finally:

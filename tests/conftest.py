@@ -1,0 +1,28 @@
+"""Fixtures shared by every tier: the private test stack (real Postgres x2, moto server)."""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import random
+from collections.abc import Iterator
+
+import pytest
+
+from devstack.stack import PROFILES, Stack
+
+_subnets = itertools.count(random.randrange(1, 50_000))
+
+
+def fresh_ip() -> str:
+    """A client IP in a /24 no other test has used in this run (each /24 is its own tenant)."""
+    n = next(_subnets)
+    return str(ipaddress.IPv4Address(0x0A000000 + (n % 65_536) * 256 + 7))
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    stack = Stack(PROFILES["test"])
+    started = stack.up()
+    yield stack
+    stack.down(started)
