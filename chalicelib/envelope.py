@@ -12,8 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from chalice.app import Response
-from chalice.app import Request
+from chalice.app import Request, Response
 
 from chalicelib import errors
 from chalicelib.errors import ConfigError

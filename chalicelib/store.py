@@ -57,8 +57,14 @@ class ResourceStore:
         else:
             expression = "SET #s = :active, expires_at = :exp"
             values[":exp"] = resource.expires_at
+        values[":provisioning"] = Status.PROVISIONING.value
         return dynamo.update(
-            self._resources, {"id": resource.id}, expression, values, names={"#s": "status"}
+            self._resources,
+            {"id": resource.id},
+            expression,
+            values,
+            condition="#s = :provisioning",  # never resurrect a record the reaper collected
+            names={"#s": "status"},
         )
 
     def delete_item(self, resource: Resource) -> dict[str, Any]:

@@ -58,7 +58,10 @@ def _serve(stack: Stack, port: int, start_stack: bool) -> None:
     if start_stack:
         os.environ.update(stack.env())
         threading.Thread(target=_reap_forever, args=(stop,), daemon=True).start()
-    print(f"instanode API on http://127.0.0.1:{port} (Ctrl-C stops it and what it started)", flush=True)
+    print(
+        f"instanode API on http://127.0.0.1:{port} (Ctrl-C stops it and what it started)",
+        flush=True,
+    )
     try:
         serve(stack.env(), port)
     except KeyboardInterrupt:

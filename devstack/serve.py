@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chalice.cli.factory import CLIFactory
-from chalice.local import ChaliceRequestHandler, LocalDevServer
+from chalice.local import ChaliceRequestHandler, LocalDevServer, ThreadedHTTPServer
 
 from devstack.stack import ROOT
 
@@ -36,11 +36,13 @@ class GatewayResponsesHandler(ChaliceRequestHandler):
         super()._send_error_response(error)
 
 
+class Server(ThreadedHTTPServer):
+    request_queue_size = 128  # the default of 5 resets bursts of concurrent agents
+
+
 def serve(env: Mapping[str, str], port: int, host: str = "127.0.0.1", stage: str = "local") -> None:
     os.environ.update(env)
     factory = CLIFactory(project_dir=str(ROOT), environ=os.environ)
     config = factory.create_config_obj(chalice_stage_name=stage)
-    server = LocalDevServer(
-        config.chalice_app, config, host, port, handler_cls=GatewayResponsesHandler
-    )
+    server = LocalDevServer(config.chalice_app, config, host, port, GatewayResponsesHandler, Server)
     server.serve_forever()

@@ -1,7 +1,8 @@
 """The whole local stack for one profile: its servers, its AWS resources and the app's environment.
 
-Profiles: ``dev`` (``make run``: API on :8000, moto on :4566, one Postgres) and ``test``
-(``make test``: other ports, two Postgres backends) so both can run side by side.
+Profiles: ``dev`` (``make run``: API on :8000, moto on :4566, one Postgres), ``test``
+(``make test``: other ports, two Postgres backends) and ``bench`` (``make bench``), so all three
+can run side by side without touching each other's data.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Profile:
 PROFILES = {
     "dev": Profile("dev", api_port=8000, moto_port=4566, postgres_ports=(5433,)),
     "test": Profile("test", api_port=18000, moto_port=14566, postgres_ports=(15433, 15434)),
+    "bench": Profile("bench", api_port=28000, moto_port=24566, postgres_ports=(25433, 25434)),
 }
 
 

@@ -30,7 +30,9 @@ class FailingActivation(Dynamo):
     """DynamoDB that fails the transaction activating a record (after the backend create)."""
 
     def transact(self, items: Any) -> None:
-        if any(":active" in i.get("Update", {}).get("ExpressionAttributeValues", {}) for i in items):
+        if any(
+            ":active" in i.get("Update", {}).get("ExpressionAttributeValues", {}) for i in items
+        ):
             raise InjectedFailure("activation failed")
         super().transact(items)
 
@@ -52,6 +54,8 @@ def test_failure_after_backend_create_leaves_no_orphan(dynamo: Dynamo, kind: Kin
 def test_retry_after_a_failed_provision_succeeds(dynamo: Dynamo) -> None:
     who, req = caller(), request()
     with pytest.raises(InjectedFailure):
-        make_service(db=FailingActivation(dynamo.client)).provision(who, req, key_for(who, req, "k1"))
+        make_service(db=FailingActivation(dynamo.client)).provision(
+            who, req, key_for(who, req, "k1")
+        )
     outcome = make_service().provision(who, req, key_for(who, req, "k1"))
     assert outcome.status_code == 201 and outcome.headers["X-Idempotency-Source"] == "miss"

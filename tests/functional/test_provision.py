@@ -50,8 +50,20 @@ def test_db_new_returns_the_spec_shape(post: Post) -> None:
     resp = post("/db/new", {"name": "prod-db"})
     assert resp.status_code == 201
     body = resp.json_body
-    for field in ("ok", "id", "token", "name", "connection_url", "internal_url", "tier", "limits",
-                  "expires_at", "note", "upgrade_jwt", "upgrade"):
+    for field in (
+        "ok",
+        "id",
+        "token",
+        "name",
+        "connection_url",
+        "internal_url",
+        "tier",
+        "limits",
+        "expires_at",
+        "note",
+        "upgrade_jwt",
+        "upgrade",
+    ):
         assert field in body, field
     assert body["ok"] is True and body["name"] == "prod-db" and body["tier"] == "anonymous"
     assert body["limits"] == {"storage_mb": 10, "connections": 2}
@@ -101,16 +113,20 @@ def test_db_and_vector_caps_are_separate(post: Post) -> None:
 
 
 def test_provisions_spread_over_the_least_loaded_backend(post: Post) -> None:
-    hosts = {urlsplit(post("/db/new", {"name": f"n{i}"}).json_body["connection_url"]).port
-             for i in range(2)}
+    hosts = {
+        urlsplit(post("/db/new", {"name": f"n{i}"}).json_body["connection_url"]).port
+        for i in range(2)
+    }
     assert len(hosts) == 2
 
 
 def test_sixth_provision_of_the_day_returns_the_existing_token() -> None:
     svc = make_service(tiers=roomy(daily=5))
     who = caller()
-    made = [svc.provision(who, request(name=f"q{i}"), key_for(who, request(name=f"q{i}")))
-            for i in range(5)]
+    made = [
+        svc.provision(who, request(name=f"q{i}"), key_for(who, request(name=f"q{i}")))
+        for i in range(5)
+    ]
     sixth = svc.provision(who, request(name="q5"), key_for(who, request(name="q5")))
     assert sixth.status_code == 200 and sixth.body["deduplicated"] is True
     assert sixth.body["token"] in {o.body["token"] for o in made}
@@ -128,8 +144,11 @@ def test_daily_limit_without_an_existing_resource_is_429() -> None:
 
 
 def test_backend_down_is_503_and_leaves_nothing(dynamo: Dynamo) -> None:
-    dead = replace(settings().backends_for(Kind.POSTGRES)[0], name="dead",
-                   admin_url="postgresql://postgres:x@127.0.0.1:9/postgres")
+    dead = replace(
+        settings().backends_for(Kind.POSTGRES)[0],
+        name="dead",
+        admin_url="postgresql://postgres:x@127.0.0.1:9/postgres",
+    )
     config = replace(settings(), backends={Kind.POSTGRES: (dead,)})
     svc = make_service(config=config)
     who = caller()
