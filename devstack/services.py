@@ -11,6 +11,7 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -66,7 +67,8 @@ class Service:
 
 
 class Moto(Service):
-    """moto in server mode: DynamoDB, S3 and Secrets Manager at a LocalStack-style endpoint."""
+    """moto in server mode (requests serialised, see moto_serial.py): DynamoDB, S3 and Secrets
+    Manager at a LocalStack-style endpoint."""
 
     name = "moto"
 
@@ -76,9 +78,9 @@ class Moto(Service):
 
     def launch(self) -> int:
         log = open(self.dir / "moto.log", "ab")  # noqa: SIM115 (handed to the child)
-        exe = Path(sys.executable).with_name("moto_server")
         proc = subprocess.Popen(
-            [str(exe), "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", "devstack.moto_serial", str(self.port)],
+            cwd=Path(__file__).resolve().parent.parent,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -109,6 +111,8 @@ class Postgres(Service):
         if (self.data / "PG_VERSION").exists():
             return
         user = _service_user()
+        _let_traverse(self.dir)
+        _let_traverse(Path(self.bin("postgres")).parent)
         pwfile = self.dir / "pwfile"
         pwfile.write_text(self._password)
         for path in (self.dir, pwfile):
@@ -143,12 +147,27 @@ class Postgres(Service):
                 str(self.dir / "postgres.log"),
                 "-w",
                 "-o",
-                f"-p {self.port} -h 127.0.0.1 -k {self.dir}",
+                f"-p {self.port} -h 127.0.0.1 -c unix_socket_directories=''",
                 "start",
             ],
             user,
         )
         return int((self.data / "postmaster.pid").read_text().split()[0])
+
+    def drop_tenants(self) -> None:
+        """Remove every tenant database and role (``db_*``, ``u_*``) from this server."""
+        import pg8000.native
+
+        conn = pg8000.native.Connection(
+            "postgres", host="127.0.0.1", port=self.port, password=self._password
+        )
+        try:
+            for (db,) in conn.run("SELECT datname FROM pg_database WHERE datname LIKE 'db\\_%'"):
+                conn.run(f"DROP DATABASE {pg8000.native.identifier(db)} WITH (FORCE)")
+            for (role,) in conn.run("SELECT rolname FROM pg_roles WHERE rolname LIKE 'u\\_%'"):
+                conn.run(f"DROP ROLE {pg8000.native.identifier(role)}")
+        finally:
+            conn.close()
 
 
 def _service_user() -> pwd.struct_passwd:
@@ -161,6 +180,15 @@ def _service_user() -> pwd.struct_passwd:
         useradd = shutil.which("useradd") or "/usr/sbin/useradd"
         subprocess.run([useradd, "--system", "--no-create-home", RUN_AS], check=True)
         return pwd.getpwnam(RUN_AS)
+
+
+def _let_traverse(path: Path) -> None:
+    """Let the service user reach ``path``: add o+x (search, not read) to any parent lacking it,
+    as a checkout in a private temporary folder would."""
+    for parent in path.resolve().parents:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
 
 
 def _as_user(cmd: list[str], user: pwd.struct_passwd) -> None:

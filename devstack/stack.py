@@ -60,6 +60,10 @@ class Stack:
         from devstack.aws import ensure_aws_resources
 
         ensure_aws_resources(self.env())
+        if self.moto in started:
+            # moto keeps its records in memory: tenants left on the servers are now orphans.
+            for pg in self.postgres:
+                pg.drop_tenants()
         return started
 
     def down(self, services: list[Service] | None = None) -> None:

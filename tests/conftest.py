@@ -6,7 +6,9 @@ import ipaddress
 import itertools
 import random
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
+import pg8000.native
 import pytest
 
 from devstack.stack import PROFILES, Stack
@@ -26,3 +28,15 @@ def stack() -> Iterator[Stack]:
     started = stack.up()
     yield stack
     stack.down(started)
+
+
+def connect(url: str, database: str | None = None) -> pg8000.native.Connection:
+    """Open a returned ``connection_url`` with pg8000 (optionally another database on it)."""
+    p = urlsplit(url)
+    return pg8000.native.Connection(
+        user=p.username or "",
+        password=p.password,
+        host=p.hostname or "",
+        port=p.port or 5432,
+        database=database or p.path.lstrip("/"),
+    )

@@ -6,14 +6,13 @@ import time
 from dataclasses import replace
 from urllib.parse import urlsplit
 
-import pg8000.native
 import pytest
 
 from chalicelib import errors
 from chalicelib.dynamo import Dynamo
 from chalicelib.models import Kind
 from chalicelib.tiers import KindLimits, Tier, get_tier
-from tests.conftest import fresh_ip
+from tests.conftest import connect, fresh_ip
 from tests.functional.conftest import (
     Post,
     caller,
@@ -25,17 +24,6 @@ from tests.functional.conftest import (
 )
 
 pytestmark = pytest.mark.usefixtures("app_env")
-
-
-def connect(url: str) -> pg8000.native.Connection:
-    parts = urlsplit(url)
-    return pg8000.native.Connection(
-        user=parts.username or "",
-        password=parts.password,
-        host=parts.hostname or "",
-        port=parts.port or 5432,
-        database=parts.path.lstrip("/"),
-    )
 
 
 def roomy(daily: int | None = 5, cap: int = 10) -> dict[str, Tier]:

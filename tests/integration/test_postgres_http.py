@@ -14,21 +14,10 @@ from localstack_client.session import Session
 
 from devstack.services import Postgres
 from devstack.stack import Stack
-from tests.conftest import fresh_ip
+from tests.conftest import connect, fresh_ip
 from tests.integration.conftest import provision
 
 pytestmark = pytest.mark.integration
-
-
-def connect(url: str, database: str | None = None) -> pg8000.native.Connection:
-    p = urlsplit(url)
-    return pg8000.native.Connection(
-        user=p.username or "",
-        password=p.password,
-        host=p.hostname or "",
-        port=p.port or 0,
-        database=database or p.path.lstrip("/"),
-    )
 
 
 def sqlstate(exc: pg8000.native.DatabaseError) -> str:
