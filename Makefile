@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
 
-.PHONY: run stop reap test lint unit bench clean
+.PHONY: run stop reap test lint tf-check unit bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-venv; }
@@ -27,8 +27,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint tf-check
 	$(BIN)/python -m pytest
+
+# Terraform: fmt -check always, init + validate when a provider mirror is present (infra/terraform/README.md).
+tf-check: $(STAMP)
+	$(BIN)/python -m infra.tf check
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit

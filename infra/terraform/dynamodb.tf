@@ -1,0 +1,108 @@
+# The same tables devstack/aws.py table_specs() creates locally (tests/unit/test_infra.py compares
+# them). Every table: on-demand billing, TTL on `ttl`, point-in-time recovery, KMS encryption.
+
+resource "aws_dynamodb_table" "resources" {
+  name         = "${local.prefix}-resources"
+  billing_mode = "PAY_PER_REQUEST"
+  hash_key     = "id"
+
+  attribute {
+    name = "id"
+    type = "S"
+  }
+
+  attribute {
+    name = "owner"
+    type = "S"
+  }
+
+  attribute {
+    name = "created_at"
+    type = "N"
+  }
+
+  attribute {
+    name = "expiry_shard"
+    type = "S"
+  }
+
+  attribute {
+    name = "expires_at"
+    type = "N"
+  }
+
+  global_secondary_index {
+    name            = "by_owner"
+    hash_key        = "owner"
+    range_key       = "created_at"
+    projection_type = "ALL"
+  }
+
+  global_secondary_index {
+    name            = "by_expiry"
+    hash_key        = "expiry_shard"
+    range_key       = "expires_at"
+    projection_type = "ALL"
+  }
+
+  ttl {
+    attribute_name = "ttl"
+    enabled        = true
+  }
+
+  point_in_time_recovery {
+    enabled = true
+  }
+
+  server_side_encryption {
+    enabled = true
+  }
+}
+
+resource "aws_dynamodb_table" "idempotency" {
+  name         = "${local.prefix}-idempotency"
+  billing_mode = "PAY_PER_REQUEST"
+  hash_key     = "pk"
+
+  attribute {
+    name = "pk"
+    type = "S"
+  }
+
+  ttl {
+    attribute_name = "ttl"
+    enabled        = true
+  }
+
+  point_in_time_recovery {
+    enabled = true
+  }
+
+  server_side_encryption {
+    enabled = true
+  }
+}
+
+resource "aws_dynamodb_table" "counters" {
+  name         = "${local.prefix}-counters"
+  billing_mode = "PAY_PER_REQUEST"
+  hash_key     = "pk"
+
+  attribute {
+    name = "pk"
+    type = "S"
+  }
+
+  ttl {
+    attribute_name = "ttl"
+    enabled        = true
+  }
+
+  point_in_time_recovery {
+    enabled = true
+  }
+
+  server_side_encryption {
+    enabled = true
+  }
+}

@@ -1,0 +1,25 @@
+# chalice.tf.json adds EndpointURL (the API's base URL) and RestAPIId.
+
+output "stage" {
+  value = var.stage
+}
+
+output "table_names" {
+  value = [
+    aws_dynamodb_table.resources.name,
+    aws_dynamodb_table.idempotency.name,
+    aws_dynamodb_table.counters.name,
+  ]
+}
+
+output "bucket" {
+  value = aws_s3_bucket.storage.bucket
+}
+
+output "secret_arn" {
+  value = aws_secretsmanager_secret.app.arn
+}
+
+output "secret_name" {
+  value = aws_secretsmanager_secret.app.name
+}

@@ -1,0 +1,58 @@
+# INSTANODE_BUCKET: private, encrypted, unversioned. Anonymous-tier objects live under anon/ and
+# are deleted by the lifecycle rule after var.anonymous_object_expiry_days.
+
+resource "aws_s3_bucket" "storage" {
+  bucket = "${local.prefix}-storage"
+}
+
+resource "aws_s3_bucket_public_access_block" "storage" {
+  bucket = aws_s3_bucket.storage.id
+
+  block_public_acls       = true
+  block_public_policy     = true
+  ignore_public_acls      = true
+  restrict_public_buckets = true
+}
+
+resource "aws_s3_bucket_ownership_controls" "storage" {
+  bucket = aws_s3_bucket.storage.id
+
+  rule {
+    object_ownership = "BucketOwnerEnforced"
+  }
+}
+
+resource "aws_s3_bucket_server_side_encryption_configuration" "storage" {
+  bucket = aws_s3_bucket.storage.id
+
+  rule {
+    apply_server_side_encryption_by_default {
+      sse_algorithm = "AES256"
+    }
+  }
+}
+
+resource "aws_s3_bucket_versioning" "storage" {
+  bucket = aws_s3_bucket.storage.id
+
+  versioning_configuration {
+    status = "Disabled"
+  }
+}
+
+resource "aws_s3_bucket_lifecycle_configuration" "storage" {
+  bucket = aws_s3_bucket.storage.id
+
+  rule {
+    id     = "expire-anonymous-objects"
+    status = "Enabled"
+
+    filter {
+      prefix = "anon/"
+    }
+
+    expiration {
+      days = var.anonymous_object_expiry_days
+    }
+  }
+}

@@ -1,0 +1,413 @@
+"""infra/terraform, policies/ and the wiring agree with the app and with the local stack."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import app
+from devstack.aws import create_tables, table_specs
+from infra import hcl, tf
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULE = hcl.parse_dir(ROOT / "infra" / "terraform")
+STAGES = ("dev", "prod")
+ACCOUNT, REGION = "123456789012", "eu-west-1"
+
+
+def _locals() -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for block in MODULE.children("locals"):
+        merged.update(block.attributes)
+    return merged
+
+
+def _resource(type_: str, name: str) -> hcl.Block:
+    (block,) = MODULE.children("resource", type_, name)
+    return block
+
+
+def _default(variable: str) -> Any:
+    (block,) = MODULE.children("variable", variable)
+    return block.attributes["default"]
+
+
+def _named(template: str, stage: str) -> str:
+    """A name attribute such as "${local.prefix}-resources", evaluated for ``stage``."""
+    assert _locals()["prefix"] == "instanode-${var.stage}"
+    name = template.replace("${local.prefix}", f"instanode-{stage}")
+    assert "${" not in name, f"unexpected expression in {template!r}"
+    return name
+
+
+def _key_schema(hash_key: str, range_key: str | None = None) -> list[dict[str, str]]:
+    keys = [{"AttributeName": hash_key, "KeyType": "HASH"}]
+    return keys + ([{"AttributeName": range_key, "KeyType": "RANGE"}] if range_key else [])
+
+
+def _terraform_tables(stage: str) -> dict[str, dict[str, Any]]:
+    """Each aws_dynamodb_table as the create_table arguments devstack would pass."""
+    tables = {}
+    for block in MODULE.children("resource", "aws_dynamodb_table"):
+        a = block.attributes
+        spec: dict[str, Any] = {
+            "TableName": _named(a["name"], stage),
+            "KeySchema": _key_schema(a["hash_key"], a.get("range_key")),
+            "AttributeDefinitions": [
+                {"AttributeName": b.attributes["name"], "AttributeType": b.attributes["type"]}
+                for b in block.children("attribute")
+            ],
+        }
+        indexes = [
+            {
+                "IndexName": g.attributes["name"],
+                "KeySchema": _key_schema(g.attributes["hash_key"], g.attributes.get("range_key")),
+                "Projection": {"ProjectionType": g.attributes["projection_type"]},
+            }
+            for g in block.children("global_secondary_index")
+        ]
+        if indexes:
+            spec["GlobalSecondaryIndexes"] = indexes
+        tables[spec["TableName"]] = _sorted(spec)
+    return tables
+
+
+def _sorted(spec: dict[str, Any]) -> dict[str, Any]:
+    out = dict(spec)
+    for key, by in (
+        ("AttributeDefinitions", "AttributeName"),
+        ("GlobalSecondaryIndexes", "IndexName"),
+    ):
+        if key in out:
+            out[key] = sorted(out[key], key=lambda x: x[by])
+    return out
+
+
+class _RecordingDynamo:
+    """Stands in for the DynamoDB client devstack.aws.create_tables talks to."""
+
+    def __init__(self) -> None:
+        self.created: list[dict[str, Any]] = []
+        self.ttl: dict[str, dict[str, Any]] = {}
+
+    def list_tables(self) -> dict[str, list[str]]:
+        return {"TableNames": []}
+
+    def create_table(self, **kwargs: Any) -> None:
+        self.created.append(kwargs)
+
+    def update_time_to_live(self, TableName: str, TimeToLiveSpecification: dict[str, Any]) -> None:
+        self.ttl[TableName] = TimeToLiveSpecification
+
+
+# -- the app ---------------------------------------------------------------------------------
+
+
+def test_binary_types_include_multipart_form_data() -> None:
+    assert "multipart/form-data" in app.app.api.binary_types
+
+
+# -- DynamoDB ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_terraform_declares_exactly_the_devstack_tables(stage: str) -> None:
+    expected = {s["TableName"]: _sorted(s) for s in table_specs(f"instanode-{stage}")}
+    assert _terraform_tables(stage) == expected
+
+
+def test_terraform_tables_use_devstack_billing_and_ttl() -> None:
+    fake = _RecordingDynamo()
+    create_tables(fake, "instanode-prod")  # type: ignore[arg-type]
+    for call in fake.created:
+        name = call["TableName"].removeprefix("instanode-prod-")
+        block = _resource("aws_dynamodb_table", name)
+        (ttl,) = block.children("ttl")
+        assert block.attributes["billing_mode"] == call["BillingMode"]
+        assert ttl.attributes == {
+            "attribute_name": fake.ttl[call["TableName"]]["AttributeName"],
+            "enabled": fake.ttl[call["TableName"]]["Enabled"],
+        }
+
+
+def test_terraform_tables_enable_pitr_and_encryption() -> None:
+    for block in MODULE.children("resource", "aws_dynamodb_table"):
+        for setting in ("point_in_time_recovery", "server_side_encryption"):
+            assert [b.attributes for b in block.children(setting)] == [{"enabled": True}], (
+                f"{block.labels[1]}: {setting}"
+            )
+
+
+# -- S3 and the secret -------------------------------------------------------------------------
+
+
+def test_bucket_expires_anonymous_objects_after_one_day() -> None:
+    (rule,) = _resource("aws_s3_bucket_lifecycle_configuration", "storage").children("rule")
+    (filter_,) = rule.children("filter")
+    (expiration,) = rule.children("expiration")
+    assert rule.attributes["status"] == "Enabled"
+    assert filter_.attributes == {"prefix": "anon/"}
+    assert expiration.attributes["days"] == hcl.Expr("var.anonymous_object_expiry_days")
+    assert _default("anonymous_object_expiry_days") == 1
+
+
+def test_bucket_blocks_public_access_encrypts_and_keeps_no_versions() -> None:
+    public = _resource("aws_s3_bucket_public_access_block", "storage").attributes
+    sse = _resource("aws_s3_bucket_server_side_encryption_configuration", "storage")
+    (versioning,) = _resource("aws_s3_bucket_versioning", "storage").children(
+        "versioning_configuration"
+    )
+    flags = ("block_public_acls", "block_public_policy", "ignore_public_acls")
+    assert all(public[f] is True for f in (*flags, "restrict_public_buckets"))
+    (by_default,) = sse.children("rule")[0].children("apply_server_side_encryption_by_default")
+    assert by_default.attributes["sse_algorithm"] in ("AES256", "aws:kms")
+    assert versioning.attributes["status"] == "Disabled"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_chalice_config_names_what_terraform_creates(stage: str) -> None:
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"][stage]
+    env = config["environment_variables"]
+    bucket = _resource("aws_s3_bucket", "storage").attributes["bucket"]
+    assert env["INSTANODE_TABLE_PREFIX"] == f"instanode-{stage}"
+    assert env["INSTANODE_BUCKET"] == _named(bucket, stage)
+    policy_file = (ROOT / ".chalice" / config["iam_policy_file"]).resolve()
+    assert policy_file == ROOT / "policies" / f"policy-{stage}.json"
+
+
+# -- IAM policies ---------------------------------------------------------------------------
+
+ALLOWED_ACTIONS = {
+    "dynamodb:BatchGetItem",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:Query",
+    "dynamodb:UpdateItem",
+    "s3:GetObject",
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:ListBucket",
+    "secretsmanager:GetSecretValue",
+    "logs:CreateLogGroup",
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+}
+
+
+def _policy(stage: str) -> dict[str, Any]:
+    text = (ROOT / "policies" / f"policy-{stage}.json").read_text()
+    values = {"partition": "aws", "region": REGION, "account_id": ACCOUNT}
+    rendered = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], text)
+    doc: dict[str, Any] = json.loads(rendered)
+    return doc
+
+
+def _stage_arns(stage: str) -> set[str]:
+    """Every ARN the stage's Lambdas may touch, from devstack's tables and terraform's names."""
+    prefix = f"instanode-{stage}"
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/"
+    arns = set()
+    for spec in table_specs(prefix):
+        arns.add(table + spec["TableName"])
+        arns |= {
+            f"{table}{spec['TableName']}/index/{i['IndexName']}"
+            for i in spec.get("GlobalSecondaryIndexes", [])
+        }
+    bucket = _named(_resource("aws_s3_bucket", "storage").attributes["bucket"], stage)
+    secret = _named(_resource("aws_secretsmanager_secret", "app").attributes["name"], stage)
+    logs = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{prefix}"
+    return arns | {
+        f"arn:aws:s3:::{bucket}",
+        f"arn:aws:s3:::{bucket}/*",
+        f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{secret}-??????",
+        f"{logs}:*",
+        f"{logs}-*:*",
+    }
+
+
+def _statements(stage: str) -> list[dict[str, Any]]:
+    doc = _policy(stage)
+    assert doc["Version"] == "2012-10-17"
+    return list(doc["Statement"])
+
+
+def _as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else value
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_policies_reference_only_their_stage_resources(stage: str) -> None:
+    statements = _statements(stage)
+    resources = {r for s in statements for r in _as_list(s["Resource"])}
+    assert all(s["Effect"] == "Allow" and "NotResource" not in s for s in statements)
+    assert resources == _stage_arns(stage)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_policies_grant_only_item_object_secret_and_log_actions(stage: str) -> None:
+    actions = {a for s in _statements(stage) for a in _as_list(s["Action"])}
+    assert actions <= ALLOWED_ACTIONS
+    assert all("NotAction" not in s for s in _statements(stage))
+
+
+def test_policies_query_indexes_but_write_only_tables() -> None:
+    for statement in _statements("prod"):
+        actions = set(_as_list(statement["Action"]))
+        on_index = any("/index/" in r for r in _as_list(statement["Resource"]))
+        assert not on_index or actions == {"dynamodb:Query"}
+
+
+def test_policies_differ_only_by_stage_name() -> None:
+    dev = (ROOT / "policies" / "policy-dev.json").read_text()
+    prod = (ROOT / "policies" / "policy-prod.json").read_text()
+    assert dev.replace("instanode-dev", "instanode-prod") == prod
+
+
+# -- API Gateway responses ----------------------------------------------------------------------
+
+
+def _gateway_body(response_type: str) -> dict[str, Any]:
+    body = _locals()["gateway_responses"][response_type]["body"]
+    body = body.replace("$context.error.messageString", '"Some message"')
+    parsed: dict[str, Any] = json.loads(body.replace("$context.requestId", "req-1"))
+    return parsed
+
+
+def test_gateway_turns_missing_authentication_token_into_404() -> None:
+    response = _locals()["gateway_responses"]["MISSING_AUTHENTICATION_TOKEN"]
+    assert response["status_code"] == "404"
+    assert _gateway_body("MISSING_AUTHENTICATION_TOKEN") == {
+        "ok": False,
+        "error": "not_found",
+        "message": "No route matches this method and path.",
+        "request_id": "req-1",
+    }
+
+
+@pytest.mark.parametrize(
+    ("response_type", "code"), [("DEFAULT_4XX", "bad_request"), ("DEFAULT_5XX", "internal_error")]
+)
+def test_gateway_defaults_keep_status_and_use_the_envelope(response_type: str, code: str) -> None:
+    assert _locals()["gateway_responses"][response_type]["status_code"] is None
+    assert _gateway_body(response_type) == {
+        "ok": False,
+        "error": code,
+        "message": "Some message",
+        "request_id": "req-1",
+    }
+
+
+def test_gateway_responses_apply_every_entry_as_json() -> None:
+    response = _resource("aws_api_gateway_gateway_response", "envelope").attributes
+    assert response["for_each"] == hcl.Expr("local.gateway_responses")
+    assert response["response_templates"] == {"application/json": hcl.Expr("each.value.body")}
+    assert response["status_code"] == hcl.Expr("each.value.status_code")
+
+
+# -- wiring chalice.tf.json ----------------------------------------------------------------------
+
+
+def _function(stage: str, name: str) -> dict[str, Any]:
+    return {
+        "function_name": f"instanode-{stage}-{name}",
+        "tags": {"aws-chalice": f"version=1.34.0:stage={stage}:app=instanode"},
+        "environment": {
+            "variables": {
+                "INSTANODE_STAGE": stage,
+                "INSTANODE_TABLE_PREFIX": f"instanode-{stage}",
+                "INSTANODE_BUCKET": f"instanode-{stage}-storage",
+            }
+        },
+        "role": f"${{aws_iam_role.{name}_role.arn}}",
+    }
+
+
+def _chalice_output(stage: str = "prod") -> dict[str, Any]:
+    """The shape `chalice package --pkg-format terraform` writes (trimmed)."""
+    policy = (ROOT / "policies" / f"policy-{stage}.json").read_text()
+    return {
+        "terraform": {"required_version": ">= 0.12.26, < 1.4.0"},
+        "data": {"aws_region": {"chalice": {}}, "null_data_source": {"chalice": {}}},
+        "locals": {"chalice_api_swagger": "{}"},
+        "resource": {
+            "aws_iam_role": {"api_handler_role": {}, "reap_expired_role": {}},
+            "aws_iam_role_policy": {
+                "api_handler_role": {"policy": json.dumps(json.loads(policy))},
+            },
+            "aws_lambda_function": {
+                "api_handler": _function(stage, "api_handler"),
+                "reap_expired": _function(stage, "reap_expired"),
+            },
+            "aws_cloudwatch_event_rule": {"reap_expired-event": {"name": "reap_expired-event"}},
+            "aws_api_gateway_rest_api": {"rest_api": {"body": "${local.chalice_api_swagger}"}},
+            "aws_api_gateway_deployment": {
+                "rest_api": {"rest_api_id": "${aws_api_gateway_rest_api.rest_api.id}"}
+            },
+        },
+    }
+
+
+def test_wire_drops_version_pins_and_null_data_source() -> None:
+    wired = tf.wire(_chalice_output(), "prod")
+    assert "terraform" not in wired
+    assert wired["data"] == {"aws_region": {"chalice": {}}}
+    (versions,) = MODULE.children("terraform")
+    (providers,) = versions.children("required_providers")
+    assert providers.attributes["aws"]["version"].startswith("~> 5.")
+
+
+def test_wire_passes_the_secret_arn_to_every_function() -> None:
+    wired = tf.wire(_chalice_output(), "prod")
+    for function in wired["resource"]["aws_lambda_function"].values():
+        env = function["environment"]["variables"]
+        assert env["INSTANODE_SECRETS_ARN"] == "${aws_secretsmanager_secret.app.arn}"
+        assert "aws_dynamodb_table.resources" in function["depends_on"]
+
+
+def test_wire_rejects_a_package_of_another_stage() -> None:
+    with pytest.raises(tf.WireError, match="another stage"):
+        tf.wire(_chalice_output("dev"), "prod")
+
+
+def test_wire_rejects_config_names_terraform_does_not_create() -> None:
+    doc = _chalice_output()
+    doc["resource"]["aws_lambda_function"]["api_handler"]["environment"]["variables"][
+        "INSTANODE_BUCKET"
+    ] = "some-other-bucket"
+    with pytest.raises(tf.WireError, match="INSTANODE_BUCKET"):
+        tf.wire(doc, "prod")
+
+
+def test_wire_leaves_its_input_unchanged() -> None:
+    doc = _chalice_output()
+    before = copy.deepcopy(doc)
+    tf.wire(doc, "prod")
+    assert doc == before
+
+
+def test_render_policy_fills_placeholders_and_escapes_other_templates() -> None:
+    policy = '"arn:${partition}:s3:::b/${aws:username}/*", "x:${account_id}", "%{if}"'
+    assert tf.render_policy(policy) == (
+        '"arn:${local.partition}:s3:::b/$${aws:username}/*", "x:${local.account_id}", "%%{if}"'
+    )
+
+
+def test_wired_references_resolve_in_the_module() -> None:
+    wired = tf.wire(_chalice_output(), "prod")
+    text = json.dumps(wired)
+    declared = {(b.labels[0], b.labels[1]) for b in MODULE.children("resource")} | {
+        (t, n) for t, items in wired["resource"].items() for n in items
+    }
+    local_names = set(_locals()) | set(wired["locals"])
+    variables = {b.labels[0] for b in MODULE.children("variable")}
+    for kind, name in re.findall(r"\b(aws_[a-z0-9_]+)\.([A-Za-z0-9_-]+)", text):
+        assert (kind, name) in declared, f"{kind}.{name}"
+    assert set(re.findall(r"\blocal\.(\w+)", text)) <= local_names
+    assert set(re.findall(r"\bvar\.(\w+)", text)) <= variables
