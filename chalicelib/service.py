@@ -1,8 +1,9 @@
 """One provision, start to end: idempotency, tier and quota checks, backend, record, response.
 
-DynamoDB round trips on the happy path: 1 to read backend loads (only with several backends),
-1 transaction that claims the idempotency key, writes the PROVISIONING record and charges the
-counters, and 1 transaction that activates the record and stores the response for replays.
+DynamoDB round trips on the happy path: 1 transaction that claims the idempotency key, writes
+the PROVISIONING record and charges the counters, and 1 transaction that activates the record
+and stores the response for replays (plus a read of the backend loads every few seconds when a
+kind has several servers).
 If anything fails after the backend object exists, it is removed again and the reservation is
 rolled back, so nothing half-made is left. A crash between the two leaves a PROVISIONING record
 whose lease the reaper collects.
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 IN_PROGRESS_WAIT_SECONDS = 3.0
 IN_PROGRESS_POLL_SECONDS = 0.1
+LOADS_REFRESH_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class ProvisionService:
         self._providers = providers
         self._signer = Signer(settings.jwt_secret)
         self._clock = clock
+        self._loads: dict[str, int] = {}
+        self._loads_read_at = float("-inf")
 
     def provision(self, caller: Caller, req: ProvisionRequest, key: Key) -> Outcome:
         now = int(self._clock())
@@ -290,8 +294,22 @@ class ProvisionService:
             raise errors.BackendUnavailableError(f"No {kind.value} backend is configured here.")
         if len(backends) == 1:
             return backends[0]
-        loads = self._store.backend_loads([b.name for b in backends])
-        return min(backends, key=lambda b: loads[b.name])
+        loads = self._backend_loads([b.name for b in backends])
+        chosen = min(backends, key=lambda b: loads[b.name])
+        loads[chosen.name] += 1  # until the next refresh, count our own placements
+        return chosen
+
+    def _backend_loads(self, names: list[str]) -> dict[str, int]:
+        """Backend loads, re-read from DynamoDB at most every LOADS_REFRESH_SECONDS: placement
+        needs a fair spread, not an exact count, and this saves a round trip per provision."""
+        now = self._clock()
+        if (
+            now - self._loads_read_at > LOADS_REFRESH_SECONDS
+            or not set(names) <= self._loads.keys()
+        ):
+            self._loads = self._store.backend_loads(names)
+            self._loads_read_at = now
+        return self._loads
 
 
 def _seconds_to_midnight(now: int) -> int:

@@ -7,8 +7,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from chalicelib.models import Kind
 
 PLANS_FILE = Path(__file__).with_name("plans.yaml")
@@ -42,6 +40,8 @@ class Tier:
 
 @lru_cache(maxsize=1)
 def all_tiers() -> dict[str, Tier]:
+    import yaml  # on first use: most cold starts never read the plans
+
     raw = yaml.safe_load(PLANS_FILE.read_text())["tiers"]
     return {name: _tier(name, spec) for name, spec in raw.items()}
 

@@ -27,7 +27,7 @@ class GatewayResponsesHandler(ChaliceRequestHandler):
             body = {
                 "ok": False,
                 "error": "not_found",
-                "message": f"No route matches {self.command} {self.path.split('?')[0]}.",
+                "message": "No route matches this method and path.",
                 "request_id": str(uuid.uuid4()),
             }
             headers = {"Content-Type": "application/json"}
