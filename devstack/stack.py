@@ -66,6 +66,18 @@ class Stack:
                 pg.drop_tenants()
         return started
 
+    def reset(self) -> None:
+        """Start from empty: wipe moto's state and every tenant on the servers, re-create tables."""
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self.profile.moto_port}/moto-api/reset"
+        urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10).close()
+        for pg in self.postgres:
+            pg.drop_tenants()
+        from devstack.aws import ensure_aws_resources
+
+        ensure_aws_resources(self.env())
+
     def down(self, services: list[Service] | None = None) -> None:
         for service in reversed(services if services is not None else self.services):
             service.down()

@@ -26,6 +26,7 @@ def fresh_ip() -> str:
 def stack() -> Iterator[Stack]:
     stack = Stack(PROFILES["test"])
     started = stack.up()
+    stack.reset()  # every run starts from empty tables and servers, however often it runs
     yield stack
     stack.down(started)
 
