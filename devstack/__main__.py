@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import shlex
+import signal
 import sys
 import threading
 
@@ -36,6 +37,7 @@ def main(argv: list[str]) -> int:
         started = stack.up()
         print(f"stack '{args.profile}' up; started: {[s.name for s in started] or 'nothing'}")
     elif args.command == "down":
+        stack.stop_api()
         stack.down()
     elif args.command == "env":
         for key, value in stack.env().items():
@@ -53,11 +55,16 @@ def main(argv: list[str]) -> int:
 def _serve(stack: Stack, port: int, start_stack: bool) -> None:
     from devstack.serve import serve
 
+    # Ctrl-C, and SIGTERM from `make stop`, end the server and what this run started (SIGINT is
+    # set explicitly: a shell starting us in the background would have left it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     started = stack.up() if start_stack else []
     stop = threading.Event()
     if start_stack:
         os.environ.update(stack.env())
         threading.Thread(target=_reap_forever, args=(stop,), daemon=True).start()
+        stack.api_pidfile.write_text(str(os.getpid()))
     print(
         f"instanode API on http://127.0.0.1:{port} (Ctrl-C stops it and what it started)",
         flush=True,
@@ -69,6 +76,12 @@ def _serve(stack: Stack, port: int, start_stack: bool) -> None:
     finally:
         stop.set()
         stack.down(started)
+        if start_stack:
+            stack.api_pidfile.unlink(missing_ok=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

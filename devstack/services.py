@@ -61,8 +61,7 @@ class Service:
     def down(self) -> None:
         pid = self.pid()
         if pid:
-            os.kill(pid, signal.SIGINT)
-            _wait_gone(pid)
+            stop_process(pid, signal.SIGINT)
         self.pidfile.unlink(missing_ok=True)
 
 
@@ -232,7 +231,11 @@ def _alive(pid: int) -> bool:
     return finished == 0
 
 
-def _wait_gone(pid: int, timeout: float = 15.0) -> None:
+def stop_process(pid: int, sig: signal.Signals, timeout: float = 15.0) -> None:
+    """Signal ``pid`` and wait until it is gone (SIGKILL after ``timeout``)."""
+    if not _alive(pid):
+        return
+    os.kill(pid, sig)
     deadline = time.monotonic() + timeout
     while _alive(pid):
         if time.monotonic() > deadline:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from devstack.services import Moto, Postgres, Service
+from devstack.services import Moto, Postgres, Service, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -65,6 +66,19 @@ class Stack:
             for pg in self.postgres:
                 pg.drop_tenants()
         return started
+
+    @property
+    def api_pidfile(self) -> Path:
+        """Written by ``devstack run`` while it serves, so ``devstack down`` can stop it."""
+        return self.state / "pids" / "api.pid"
+
+    def stop_api(self) -> None:
+        try:
+            pid = int(self.api_pidfile.read_text())
+        except (FileNotFoundError, ValueError):
+            return
+        stop_process(pid, signal.SIGTERM)
+        self.api_pidfile.unlink(missing_ok=True)
 
     def reset(self) -> None:
         """Start from empty: wipe moto's state and every tenant on the servers, re-create tables."""
