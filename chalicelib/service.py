@@ -214,9 +214,9 @@ class ProvisionService:
         if existing is None:
             raise errors.DailyLimitReachedError(
                 f"This network made its {tier.daily_provisions} anonymous provisions for today.",
-                agent_action="Tell the user the anonymous daily limit is reached; claim the "
-                f"existing resources at {self._settings.public_base_url}/claim to lift it, "
-                "or retry after midnight UTC.",
+                agent_action="Tell the user this network reached today's anonymous limit: "
+                "claim an existing resource through its 'upgrade' link to lift it, or retry "
+                "after midnight UTC.",
                 headers={"Retry-After": str(_seconds_to_midnight(int(self._clock())))},
                 retry_after_seconds=_seconds_to_midnight(int(self._clock())),
             )
@@ -224,15 +224,18 @@ class ProvisionService:
         return Outcome(200, body, {"X-Idempotency-Source": Source.MISS.value})
 
     def _cap_error(self, caller: Caller, req: ProvisionRequest, tier: Tier) -> errors.ApiError:
-        existing = self._store.active_of(caller.owner, req.kind)
         cap = tier.limits(req.kind).max_resources
-        detail = {"id": existing.id, "name": existing.name} if existing else None
+        message = f"The {tier.name} tier holds {cap} active {req.kind.value} resource(s) at a time."
+        existing = self._store.active_of(caller.owner, req.kind)
+        if existing is None:  # released in the meantime
+            return errors.ResourceLimitReachedError(message, headers={"Retry-After": "1"})
+        claim_url = self._upgrade(existing, int(self._clock()))["upgrade"]
         return errors.ResourceLimitReachedError(
-            f"The {tier.name} tier holds {cap} active {req.kind.value} resource(s) per owner.",
-            agent_action=f"Tell the user the {tier.name} tier allows {cap} {req.kind.value} at a "
-            f"time: reuse the existing one, or claim and upgrade at "
-            f"{self._settings.public_base_url}/claim to hold more.",
-            existing=detail,
+            message,
+            agent_action=f"Tell the user this network already has {req.kind.value} "
+            f"'{existing.name}': reuse it, or claim it at this response's claim_url to hold more.",
+            existing={"id": existing.id, "name": existing.name},
+            claim_url=claim_url,
         )
 
     # -- response bodies --------------------------------------------------------------------
@@ -240,7 +243,6 @@ class ProvisionService:
         self, r: Resource, creds: Credentials, tier: Tier, req: ProvisionRequest
     ) -> dict[str, Any]:
         limits = tier.limits(r.kind)
-        jwt = self._signer.upgrade_token(r.id, r.owner, r.created_at)
         body: dict[str, Any] = {
             "ok": True,
             "id": r.id,
@@ -253,16 +255,14 @@ class ProvisionService:
             "tier": tier.name,
             "limits": {"storage_mb": limits.storage_mb, "connections": limits.connections},
             "expires_at": iso(r.expires_at),
-            "note": self._note(r),
-            "upgrade_jwt": jwt,
-            "upgrade": f"{self._settings.public_base_url}/start?t={jwt}",
+            "note": self._note(r, tier),
+            **self._upgrade(r, r.created_at),
         }
         if req.ignored_fields:
             body["ignored_fields"] = list(req.ignored_fields)
         return body
 
     def _existing_body(self, r: Resource, tier: Tier) -> dict[str, Any]:
-        jwt = self._signer.upgrade_token(r.id, r.owner, int(self._clock()))
         return {
             "ok": True,
             "deduplicated": True,
@@ -274,16 +274,21 @@ class ProvisionService:
             "expires_at": iso(r.expires_at),
             "note": f"Daily limit of {tier.daily_provisions} anonymous provisions reached: this "
             "is your existing resource. Its connection_url was in the response that created it.",
-            "upgrade_jwt": jwt,
-            "upgrade": f"{self._settings.public_base_url}/start?t={jwt}",
+            **self._upgrade(r, int(self._clock())),
         }
 
-    def _note(self, r: Resource) -> str:
+    def _upgrade(self, r: Resource, now: int) -> dict[str, str]:
+        """``upgrade_jwt`` naming the resource and ``upgrade``, the claim link carrying it."""
+        jwt = self._signer.upgrade_token(r.id, r.owner, now)
+        return {"upgrade_jwt": jwt, "upgrade": f"{self._settings.public_base_url}/start?t={jwt}"}
+
+    @staticmethod
+    def _note(r: Resource, tier: Tier) -> str:
         if r.expires_at is None:
             return "This resource does not expire."
         return (
-            f"Anonymous resource: it expires at {iso(r.expires_at)} (24h) unless claimed. "
-            "Open the 'upgrade' link to keep it."
+            f"Anonymous resource: it expires at {iso(r.expires_at)} ({tier.ttl_hours}h) unless "
+            "claimed. Open the 'upgrade' link to keep it."
         )
 
     # -- helpers ----------------------------------------------------------------------------

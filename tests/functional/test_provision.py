@@ -91,7 +91,9 @@ def test_second_db_of_an_anonymous_network_is_resource_limit_reached(post: Post)
     assert resp.status_code == 402
     assert resp.json_body["error"] == "resource_limit_reached"
     assert resp.json_body["existing"] == {"id": first["id"], "name": "one"}
+    assert resp.json_body["claim_url"].startswith(f"{settings().public_base_url}/start?t=")
     assert resp.json_body["agent_action"].startswith("Tell the user")
+    assert len(resp.json_body["agent_action"]) <= 280
 
 
 def test_db_and_vector_caps_are_separate(post: Post) -> None:
