@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 
+from devstack.services import port_open
 from devstack.stack import PROFILES, Stack
 
 REAP_INTERVAL_SECONDS = int(os.environ.get("INSTANODE_REAP_INTERVAL", "60"))
@@ -43,6 +44,9 @@ def main(argv: list[str]) -> int:
         for key, value in stack.env().items():
             print(f"export {key}={shlex.quote(value)}")
     elif args.command == "reap":
+        if not port_open(stack.profile.moto_port):
+            print(f"the '{args.profile}' stack is not running (`make run` starts it)")
+            return 1
         os.environ.update(stack.env())
         from chalicelib.jobs.reaper import run_reaper
 

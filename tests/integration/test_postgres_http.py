@@ -154,3 +154,47 @@ def test_readyz_over_http_lists_both_backends(api: str) -> None:
     body = requests.get(f"{api}/readyz", timeout=10).json()
     assert body["overall"] == "ok"
     assert {"postgres:pg1", "postgres:pg2"} <= body["checks"].keys()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "body", "status", "code"),
+    [
+        ("POST", "/db/new", {"Content-Type": "application/json"}, b"{}", 400, "name_required"),
+        (
+            "POST",
+            "/db/new",
+            {"Content-Type": "application/json"},
+            b'{"name":"#"}',
+            400,
+            "invalid_name",
+        ),
+        (
+            "POST",
+            "/vector/new",
+            {"Content-Type": "application/json"},
+            b"{oops",
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/db/new",
+            {"Content-Type": "text/plain"},
+            b'{"name":"a"}',
+            400,
+            "unsupported_content_type",
+        ),
+        ("GET", "/db/new", {}, b"", 405, "method_not_allowed"),
+        ("DELETE", "/nowhere", {}, b"", 404, "not_found"),
+    ],
+)
+def test_bad_requests_over_http_get_the_envelope(
+    api: str, method: str, path: str, headers: dict[str, str], body: bytes, status: int, code: str
+) -> None:
+    headers = {**headers, "X-Forwarded-For": fresh_ip(), "Connection": "close"}
+    resp = requests.request(method, f"{api}{path}", headers=headers, data=body, timeout=10)
+    assert resp.status_code == status
+    assert resp.headers["Content-Type"].startswith("application/json")
+    envelope = resp.json()
+    assert envelope["ok"] is False and envelope["error"] == code and envelope["message"]
+    assert envelope["request_id"]
