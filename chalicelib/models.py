@@ -51,11 +51,15 @@ class ProvisionRequest:
 
 @dataclass(frozen=True)
 class BackendRef:
-    """Where a resource lives on its backend: enough to remove or measure it later."""
+    """Where a resource lives on its backend: enough to remove, measure or rotate it later.
+
+    ``namespace`` is what holds the tenant's data (a Postgres database, a key prefix, a NATS
+    account); ``principal`` is the identity it connects as (a role, an ACL user, a NATS user).
+    """
 
     backend: str
-    database: str
-    username: str
+    namespace: str
+    principal: str
 
 
 @dataclass(frozen=True)

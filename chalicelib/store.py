@@ -181,8 +181,8 @@ class ResourceStore:
             "tier": r.tier,
             "status": r.status.value,
             "backend": r.ref.backend,
-            "database": r.ref.database,
-            "username": r.ref.username,
+            "namespace": r.ref.namespace,
+            "principal": r.ref.principal,
             "created_at": r.created_at,
         }
         if r.expires_at is not None:
@@ -200,7 +200,7 @@ class ResourceStore:
             owner=item["owner"],
             tier=item["tier"],
             status=Status(item["status"]),
-            ref=BackendRef(item["backend"], item["database"], item["username"]),
+            ref=BackendRef(item["backend"], item["namespace"], item["principal"]),
             created_at=item["created_at"],
             expires_at=item.get("expires_at"),
         )

@@ -44,7 +44,7 @@ class PostgresProvider:
 
     def new_ref(self, backend: Backend) -> BackendRef:
         suffix = secrets.token_hex(10)
-        return BackendRef(backend=backend.name, database=f"db_{suffix}", username=f"u_{suffix}")
+        return BackendRef(backend=backend.name, namespace=f"db_{suffix}", principal=f"u_{suffix}")
 
     def provision(self, backend: Backend, ref: BackendRef, limits: KindLimits) -> Credentials:
         password = secrets.token_urlsafe(24)
@@ -52,16 +52,16 @@ class PostgresProvider:
             self._ensure_template(backend, conn)
             try:
                 conn.run(
-                    f"CREATE ROLE {_ident(ref.username)} LOGIN "
+                    f"CREATE ROLE {_ident(ref.principal)} LOGIN "
                     f"PASSWORD {pg8000.native.literal(scram_verifier(password))} "
                     f"CONNECTION LIMIT {int(limits.connections)}"
                 )
                 conn.run(
-                    f"CREATE DATABASE {_ident(ref.database)} OWNER {_ident(ref.username)} "
+                    f"CREATE DATABASE {_ident(ref.namespace)} OWNER {_ident(ref.principal)} "
                     f"TEMPLATE {_ident(self._template)}"
                 )
                 conn.run(
-                    f"REVOKE CONNECT, TEMPORARY ON DATABASE {_ident(ref.database)} FROM PUBLIC"
+                    f"REVOKE CONNECT, TEMPORARY ON DATABASE {_ident(ref.namespace)} FROM PUBLIC"
                 )
             except Exception:
                 _drop(conn, ref)
@@ -79,7 +79,7 @@ class PostgresProvider:
         with admin_connection(backend) as conn:
             rows = conn.run(
                 "SELECT pg_database_size(:db) - pg_database_size(:tpl)",
-                db=ref.database,
+                db=ref.namespace,
                 tpl=self._template,
             )
         return max(0, int(rows[0][0]))
@@ -111,8 +111,8 @@ class PostgresProvider:
 
 
 def _drop(conn: Any, ref: BackendRef) -> None:
-    conn.run(f"DROP DATABASE IF EXISTS {_ident(ref.database)} WITH (FORCE)")
-    conn.run(f"DROP ROLE IF EXISTS {_ident(ref.username)}")
+    conn.run(f"DROP DATABASE IF EXISTS {_ident(ref.namespace)} WITH (FORCE)")
+    conn.run(f"DROP ROLE IF EXISTS {_ident(ref.principal)}")
 
 
 def _ident(name: str) -> str:
@@ -120,7 +120,7 @@ def _ident(name: str) -> str:
 
 
 def _url(ref: BackendRef, password: str, host: str) -> str:
-    return f"postgres://{ref.username}:{password}@{host}/{ref.database}"
+    return f"postgres://{ref.principal}:{password}@{host}/{ref.namespace}"
 
 
 def scram_verifier(password: str) -> str:

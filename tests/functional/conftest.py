@@ -87,8 +87,8 @@ def backend_named(name: str) -> Backend:
 def exists(ref: BackendRef) -> dict[str, bool]:
     """Whether the database and the role of ``ref`` exist on its backend."""
     with admin_connection(backend_named(ref.backend)) as conn:
-        db = conn.run("SELECT 1 FROM pg_database WHERE datname = :d", d=ref.database)
-        role = conn.run("SELECT 1 FROM pg_roles WHERE rolname = :r", r=ref.username)
+        db = conn.run("SELECT 1 FROM pg_database WHERE datname = :d", d=ref.namespace)
+        role = conn.run("SELECT 1 FROM pg_roles WHERE rolname = :r", r=ref.principal)
     return {"database": bool(db), "role": bool(role)}
 
 
