@@ -24,6 +24,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _BACKEND_VARS: dict[Kind, tuple[str, Kind | None]] = {
     Kind.POSTGRES: ("INSTANODE_POSTGRES_BACKENDS", None),
     Kind.VECTOR: ("INSTANODE_VECTOR_BACKENDS", Kind.POSTGRES),
+    Kind.REDIS: ("INSTANODE_REDIS_BACKENDS", None),
+    Kind.QUEUE: ("INSTANODE_NATS_BACKENDS", None),
 }
 
 
@@ -127,11 +129,13 @@ def _json_list(var: str, raw: str) -> list[Any]:
 def _backend(var: str, item: Any) -> Backend:
     if not isinstance(item, dict) or not {"name", "admin_url", "public_host"} <= item.keys():
         raise ConfigError(f"{var}: each backend needs name, admin_url and public_host")
+    known = {"name", "admin_url", "public_host", "internal_host"}
     return Backend(
         name=str(item["name"]),
         admin_url=str(item["admin_url"]),
         public_host=str(item["public_host"]),
         internal_host=str(item.get("internal_host") or item["public_host"]),
+        secrets={str(k): str(v) for k, v in item.items() if k not in known},
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -12,6 +13,8 @@ class Kind(StrEnum):
 
     POSTGRES = "postgres"
     VECTOR = "vector"
+    REDIS = "redis"
+    QUEUE = "queue"
 
 
 class Status(StrEnum):
@@ -28,6 +31,8 @@ class Backend:
     admin_url: str = field(repr=False)
     public_host: str
     internal_host: str
+    # kind-specific admin material beyond admin_url (e.g. NATS operator and signing seeds)
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,9 @@ class Credentials:
 
     connection_url: str = field(repr=False)
     internal_url: str = field(repr=False)
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # more response fields
+    # non-secret facts the provider needs again later (kept on the record, e.g. an ACL digest)
+    stored: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ class ResourceStore:
         )
 
     def charge(
-        self, resource: Resource, max_resources: int, daily_limit: int | None, now: int
+        self, resource: Resource, max_resources: int | None, daily_limit: int | None, now: int
     ) -> Charge:
         """Counter increments that fail when the cap or the daily limit is already reached."""
         return Charge(

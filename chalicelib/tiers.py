@@ -17,7 +17,7 @@ ANONYMOUS = "anonymous"
 class KindLimits:
     storage_mb: int
     connections: int
-    max_resources: int
+    max_resources: int | None  # None: no cap on active resources of this kind
 
 
 @dataclass(frozen=True)

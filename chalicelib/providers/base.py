@@ -6,6 +6,8 @@ pays for the kinds a request touches.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from chalicelib.models import Backend, BackendRef, Credentials, Kind
@@ -14,6 +16,32 @@ from chalicelib.tiers import KindLimits
 
 class BackendDownError(Exception):
     """The backend server could not be reached or refused the admin connection."""
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """An active resource as the scheduled jobs hand it to its provider."""
+
+    ref: BackendRef
+    limits: KindLimits
+    stored: Mapping[str, str]  # what the provider asked to keep (Credentials.stored)
+
+
+@dataclass(frozen=True)
+class Usage:
+    ref: BackendRef
+    used_bytes: int
+    over_quota: bool
+
+
+class Enforcer(Protocol):
+    """Implemented by providers whose backend does not enforce tier limits by itself."""
+
+    def enforce(self, backend: Backend, tenants: Sequence[Tenant]) -> list[Usage]:
+        """In one pass over ``backend``: re-apply every tenant's access (a restarted server may
+        have lost it), measure usage, restrict tenants over their storage limit and lift the
+        restriction from those back under it, and hold each to its connection limit."""
+        ...
 
 
 class Provider(Protocol):
