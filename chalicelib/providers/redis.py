@@ -1,0 +1,291 @@
+"""Redis key-prefix tenants on one of several shared Redis >= 7 servers.
+
+Isolation per resource: an ACL user that may touch only keys and channels under its prefix
+(``<namespace>:``), with every command closed that lists, wipes or escapes the shared keyspace
+(SCAN, RANDOMKEY, DBSIZE, SELECT, COPY ... DB, FUNCTION/SCRIPT, scripting, PUBSUB listings,
+server-wide MEMORY reports, client tracking). The password reaches the server as its SHA-256
+digest; the digest is kept on the record (``Credentials.stored``) because ACLs live in the
+server's memory and the quota pass re-applies them after a restart.
+
+Redis enforces neither storage nor per-user connection limits: ``enforce`` measures every tenant
+in one SCAN pass, takes writes (but not deletes) away from tenants over their storage limit and
+closes connections beyond their budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import threading
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from itertools import islice
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from chalicelib.models import Backend, BackendRef, Credentials, Kind
+from chalicelib.providers.base import BackendDownError, Tenant, Usage
+from chalicelib.tiers import KindLimits
+
+SOCKET_TIMEOUT_SECONDS = 10
+CONNECT_TIMEOUT_SECONDS = 5
+SCAN_COUNT = 1000
+MIB = 1024 * 1024
+# Deprovisioned users are remembered this long, so a quota pass working from a tenant list read
+# before the delete does not bring the user back (admin-only keys: no tenant pattern matches).
+TOMBSTONE_PREFIX = "instanode:deleted:"
+TOMBSTONE_SECONDS = 86_400
+
+# Commands closed to every tenant on top of -@dangerous (which covers KEYS, FLUSH*, CONFIG, INFO,
+# CLIENT LIST/KILL, DEBUG, MONITOR, SORT, MIGRATE, RESTORE and ACL administration).
+_CLOSED = (
+    "-@dangerous",
+    "-@scripting",
+    "-select",
+    "-move",
+    "-copy",
+    "-swapdb",
+    "-scan",
+    "-randomkey",
+    "-dbsize",
+    "-pubsub",
+    "-memory|doctor",
+    "-memory|stats",
+    "-memory|malloc-stats",
+    "-memory|purge",
+    "-client|tracking",
+    "-cluster",
+    "-function",
+    "-script",
+    "-wait",
+    "-readonly",
+    "-readwrite",
+    "-asking",
+)
+# What a tenant over its storage limit keeps of @write: commands that only free memory.
+_FREEING = (
+    "del",
+    "unlink",
+    "expire",
+    "pexpire",
+    "expireat",
+    "pexpireat",
+    "getdel",
+    "lpop",
+    "rpop",
+    "ltrim",
+    "lrem",
+    "hdel",
+    "srem",
+    "spop",
+    "zrem",
+    "zpopmin",
+    "zpopmax",
+    "zremrangebyrank",
+    "zremrangebyscore",
+    "zremrangebylex",
+    "xdel",
+    "xtrim",
+)
+
+
+def acl_rules(namespace: str, digest: str, writable: bool = True) -> list[str]:
+    """The complete ACL of a tenant (``reset`` first, so applying it again is idempotent)."""
+    pattern = f"{glob_escape(namespace)}:*"
+    rules = ["reset", "on", f"#{digest}", f"~{pattern}", f"&{pattern}", "+@all", *_CLOSED]
+    if not writable:
+        rules += ["-@write", *(f"+{command}" for command in _FREEING)]
+    return rules
+
+
+def password_digest(password: str) -> str:
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a literal inside a Redis glob pattern (MATCH and ACL key patterns)."""
+    return re.sub(r"([\\*?\[\]])", r"\\\1", text)
+
+
+class RedisProvider:
+    kind = Kind.REDIS
+
+    def new_ref(self, backend: Backend) -> BackendRef:
+        suffix = secrets.token_hex(10)
+        return BackendRef(backend=backend.name, namespace=f"t_{suffix}", principal=f"u_{suffix}")
+
+    def provision(self, backend: Backend, ref: BackendRef, limits: KindLimits) -> Credentials:
+        password = secrets.token_urlsafe(24)
+        digest = password_digest(password)
+        with admin_client(backend) as client:
+            try:
+                _set_user(client, ref, digest, writable=True)
+            except Exception:
+                _forget_user(client, ref)  # the reply may have been lost after the user was made
+                raise
+        return Credentials(
+            connection_url=_url(ref, password, backend.public_host),
+            internal_url=_url(ref, password, backend.internal_host),
+            extra={"key_prefix": f"{ref.namespace}:"},
+            stored={"acl_digest": digest},
+        )
+
+    def deprovision(self, backend: Backend, ref: BackendRef) -> None:
+        with admin_client(backend) as client:
+            client.set(f"{TOMBSTONE_PREFIX}{ref.principal}", 1, ex=TOMBSTONE_SECONDS)
+            client.acl_deluser(ref.principal)  # also closes the user's connections
+            _kill_user_clients(client, ref.principal)
+            for batch in _batches(_keys_of(client, ref.namespace)):
+                client.unlink(*batch)
+
+    def usage(self, backend: Backend, ref: BackendRef) -> int:
+        with admin_client(backend) as client:
+            return sum(size for _, size in _measure(client, _keys_of(client, ref.namespace)))
+
+    def check(self, backend: Backend) -> None:
+        with admin_client(backend) as client:
+            client.ping()
+
+    def enforce(self, backend: Backend, tenants: Sequence[Tenant]) -> list[Usage]:
+        if not tenants:
+            return []
+        with admin_client(backend) as client:
+            used = _usage_by_namespace(client, {t.ref.namespace for t in tenants})
+            usages = [_usage_of(t, used.get(t.ref.namespace, 0)) for t in tenants]
+            _apply_acls(client, tenants, usages)
+            _hold_connection_budgets(client, tenants)
+        return usages
+
+
+def _url(ref: BackendRef, password: str, host: str) -> str:
+    return f"redis://{ref.principal}:{password}@{host}/0"
+
+
+def _set_user(client: redis.Redis, ref: BackendRef, digest: str, writable: bool) -> None:
+    rules = acl_rules(ref.namespace, digest, writable)
+    client.execute_command("ACL SETUSER", ref.principal, *rules)  # type: ignore[no-untyped-call]
+
+
+def _forget_user(client: redis.Redis, ref: BackendRef) -> None:
+    with suppress(redis.RedisError):  # unreachable: the caller's compensation runs deprovision
+        client.acl_deluser(ref.principal)
+
+
+def _kill_user_clients(client: redis.Redis, user: str) -> None:
+    try:
+        client.client_kill_filter(user=user)
+    except redis.ResponseError as exc:
+        if "no such user" not in str(exc).lower():
+            raise
+
+
+# -- measuring -------------------------------------------------------------------------------
+def _keys_of(client: redis.Redis, namespace: str) -> Iterator[bytes]:
+    yield from client.scan_iter(match=f"{glob_escape(namespace)}:*", count=SCAN_COUNT)
+
+
+def _batches(keys: Iterable[bytes], size: int = SCAN_COUNT) -> Iterator[list[bytes]]:
+    it = iter(keys)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def _measure(client: redis.Redis, keys: Iterable[bytes]) -> Iterator[tuple[bytes, int]]:
+    """(key, bytes) for every key still there, measured exactly (SAMPLES 0) in pipelined batches."""
+    for batch in _batches(keys):
+        pipe = client.pipeline(transaction=False)
+        for key in batch:
+            pipe.memory_usage(key, samples=0)
+        for key, size in zip(batch, pipe.execute(), strict=True):
+            if size is not None:
+                yield key, int(size)
+
+
+def _usage_by_namespace(client: redis.Redis, namespaces: Collection[str]) -> dict[str, int]:
+    """One SCAN over the whole keyspace; bytes per namespace (the part of a key before ':')."""
+    wanted = {ns.encode() for ns in namespaces}
+    keys = (k for k in client.scan_iter(count=SCAN_COUNT) if k.split(b":", 1)[0] in wanted)
+    used: dict[str, int] = defaultdict(int)
+    for key, size in _measure(client, keys):
+        used[key.split(b":", 1)[0].decode()] += size
+    return used
+
+
+def _usage_of(tenant: Tenant, used_bytes: int) -> Usage:
+    return Usage(tenant.ref, used_bytes, used_bytes > tenant.limits.storage_mb * MIB)
+
+
+# -- enforcing -------------------------------------------------------------------------------
+def _apply_acls(client: redis.Redis, tenants: Sequence[Tenant], usages: Sequence[Usage]) -> None:
+    """Each tenant's full ACL, writable or not by its usage; users a restart lost come back,
+    users deprovisioned since the tenant list was read do not."""
+    gone = _deprovisioned(client, [t.ref.principal for t in tenants])
+    pipe = client.pipeline(transaction=False)
+    for tenant, usage in zip(tenants, usages, strict=True):
+        digest = tenant.stored.get("acl_digest")
+        if digest and tenant.ref.principal not in gone:
+            _set_user(pipe, tenant.ref, digest, writable=not usage.over_quota)
+    pipe.execute()
+
+
+def _deprovisioned(client: redis.Redis, principals: Sequence[str]) -> set[str]:
+    existing = {_text(u) for u in client.acl_users()}
+    missing = [p for p in principals if p not in existing]
+    pipe = client.pipeline(transaction=False)
+    for principal in missing:
+        pipe.exists(f"{TOMBSTONE_PREFIX}{principal}")
+    return {p for p, found in zip(missing, pipe.execute(), strict=True) if found}
+
+
+def _hold_connection_budgets(client: redis.Redis, tenants: Sequence[Tenant]) -> None:
+    """Close each tenant's newest connections beyond its limit (client ids grow with age)."""
+    budget = {t.ref.principal: t.limits.connections for t in tenants}
+    excess = _excess_clients(client.client_list(), budget)
+    pipe = client.pipeline(transaction=False)
+    for client_id in excess:
+        pipe.client_kill_filter(_id=client_id)
+    pipe.execute()
+
+
+def _excess_clients(clients: Iterable[Mapping[str, str]], budget: Mapping[str, int]) -> list[str]:
+    ids: dict[str, list[int]] = defaultdict(list)
+    for entry in clients:
+        if entry.get("user") in budget:
+            ids[entry["user"]].append(int(entry["id"]))
+    return [str(i) for user, own in ids.items() for i in sorted(own)[max(0, budget[user]) :]]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+# -- admin clients: one per backend (redis-py clients are thread-safe and pool connections) ----
+_clients: dict[tuple[str, str], redis.Redis] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(backend: Backend) -> redis.Redis:
+    key = (backend.name, backend.admin_url)
+    with _clients_lock:
+        if key not in _clients:
+            _clients[key] = redis.Redis.from_url(
+                backend.admin_url,
+                socket_timeout=SOCKET_TIMEOUT_SECONDS,
+                socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                retry=Retry(NoBackoff(), 1),  # one reconnect: pooled sockets of a restarted server
+                health_check_interval=30,
+            )
+        return _clients[key]
+
+
+@contextmanager
+def admin_client(backend: Backend) -> Iterator[redis.Redis]:
+    """The backend's admin client; an unreachable server or a refused login is BackendDownError."""
+    try:
+        yield _client(backend)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise BackendDownError(f"cannot reach Redis backend {backend.name}") from exc
