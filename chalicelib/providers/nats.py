@@ -1,0 +1,301 @@
+"""NATS JetStream queues: one NATS account per resource, on a server in operator mode.
+
+The account is the isolation boundary: subjects, pub/sub, request/reply and JetStream streams of
+one account are invisible to every other. The server enforces the tier's limits itself: the
+account JWT carries ``conn`` (connections) and ``disk_storage`` (JetStream bytes; memory streams
+are off, as the server reserves every account's memory limit up front).
+
+Keys, and what is stored where:
+- the operator signs account JWTs (pushed with ``$SYS.REQ.CLAIMS.UPDATE`` as the system user);
+- every account lists the platform's signing key, which issues its users (``issuer_account``),
+  so no per-account seed exists anywhere;
+- the user's seed is derived from the signing seed and the account (HMAC), so the ``BackendRef``
+  (written before provisioning) holds only public keys and provisioning can rebuild the seed.
+
+Removal: push a tombstone JWT for the account (no connections, every user revoked: live clients
+drop at once), purge its JetStream data as the system account (``$JS.API.ACCOUNT.PURGE``), then
+delete it (``$SYS.REQ.CLAIMS.DELETE``). Each step succeeds for an account that is already gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import nats.errors
+from nats.aio.client import Client, RawCredentials
+
+from chalicelib import natsjwt
+from chalicelib.models import Backend, BackendRef, Credentials, Kind
+from chalicelib.natsjwt import KeyPair
+from chalicelib.providers.base import BackendDownError
+from chalicelib.tiers import KindLimits
+
+CONNECT_TIMEOUT_SECONDS = 3
+REQUEST_TIMEOUT_SECONDS = 3
+MAX_STREAMS = 10
+MAX_CONSUMERS = 100
+MIB = 1 << 20
+_USER_KEY_CONTEXT = b"instanode/nats/user/"
+_NETWORK_ERRORS = (nats.errors.Error, OSError, TimeoutError)
+T = TypeVar("T")
+
+
+class NatsError(Exception):
+    """The NATS server refused an admin request, or the backend's keys are incomplete."""
+
+
+@dataclass(frozen=True)
+class _Admin:
+    """A backend's admin material (its ``secrets`` from ``INSTANODE_NATS_BACKENDS``)."""
+
+    url: str
+    operator: KeyPair = field(repr=False)
+    signing: KeyPair = field(repr=False)
+    system_creds: str = field(repr=False)
+
+    @classmethod
+    def of(cls, backend: Backend) -> _Admin:
+        needed = ("operator_seed", "signing_seed", "system_user_jwt", "system_user_seed")
+        missing = [key for key in needed if not backend.secrets.get(key)]
+        if missing:
+            raise NatsError(f"NATS backend {backend.name} lacks {', '.join(missing)}")
+        s = backend.secrets
+        return cls(
+            url=backend.admin_url,
+            operator=KeyPair.from_seed(s["operator_seed"]),
+            signing=KeyPair.from_seed(s["signing_seed"]),
+            system_creds=natsjwt.creds_file(s["system_user_jwt"], s["system_user_seed"]),
+        )
+
+    def user_key(self, account: str) -> KeyPair:
+        """The account's user, derived: only the holder of the signing seed can rebuild it."""
+        raw = hmac.new(self.signing.seed.encode(), _USER_KEY_CONTEXT + account.encode(), "sha256")
+        return KeyPair.new("user", raw.digest())
+
+
+class NatsProvider:
+    kind = Kind.QUEUE
+
+    def new_ref(self, backend: Backend) -> BackendRef:
+        account = KeyPair.new("account").public_key  # its seed is never needed: dropped here
+        user = _Admin.of(backend).user_key(account)
+        return BackendRef(backend=backend.name, namespace=account, principal=user.public_key)
+
+    def provision(self, backend: Backend, ref: BackendRef, limits: KindLimits) -> Credentials:
+        admin = _Admin.of(backend)
+        user = admin.user_key(ref.namespace)
+        if user.public_key != ref.principal:
+            raise NatsError(f"user key of {ref.namespace} does not match (signing key changed?)")
+        account_jwt = natsjwt.account_jwt(
+            admin.operator,
+            ref.namespace,
+            subject_prefix(ref),
+            account_limits(limits),
+            signing_keys=[admin.signing.public_key],
+        )
+        user_jwt = natsjwt.user_jwt(
+            admin.signing, user.public_key, subject_prefix(ref), issuer_account=ref.namespace
+        )
+        creds = natsjwt.creds_file(user_jwt, user.seed)
+        _run(_create(admin, ref.namespace, account_jwt, creds))
+        return Credentials(
+            connection_url=_nats_url(backend.public_host),
+            internal_url=_nats_url(backend.internal_host),
+            extra={
+                "credentials": {"nats_jwt": user_jwt, "nats_nkey": user.seed, "creds_file": creds},
+                "subject_prefix": subject_prefix(ref),
+                "auth_mode": "isolated",
+            },
+        )
+
+    def deprovision(self, backend: Backend, ref: BackendRef) -> None:
+        admin = _Admin.of(backend)
+
+        async def remove() -> None:
+            async with _connect(admin.url, admin.system_creds) as nc:
+                await _remove(nc, admin, ref.namespace)
+
+        _run(remove())
+
+    def usage(self, backend: Backend, ref: BackendRef) -> int:
+        admin = _Admin.of(backend)
+
+        async def measure() -> int:
+            async with _connect(admin.url, admin.system_creds) as nc:
+                reply = await _request(nc, f"$SYS.REQ.ACCOUNT.{ref.namespace}.JSZ")
+            error = str((reply.get("error") or {}).get("description", ""))
+            if "not found" in error or "not jetstream enabled" in error:
+                return 0  # never used since the server started, or gone: no JetStream data
+            if error or not isinstance(reply.get("data"), dict):
+                raise NatsError(f"JSZ of {ref.namespace}: {error or reply}")
+            return int(reply["data"]["storage"]) + int(reply["data"]["memory"])
+
+        return _run(measure())
+
+    def check(self, backend: Backend) -> None:
+        admin = _Admin.of(backend)
+
+        async def ping() -> None:
+            async with _connect(admin.url, admin.system_creds) as nc:
+                await _guard(nc.flush(timeout=REQUEST_TIMEOUT_SECONDS), admin.url)
+
+        _run(ping())
+
+
+def remove_all_accounts(backend: Backend) -> int:
+    """Remove every account but the system account (the local stack's reset); return how many."""
+    admin = _Admin.of(backend)
+    system = backend.secrets.get("system_account")
+    if not system:
+        raise NatsError(f"NATS backend {backend.name} lacks system_account")
+
+    async def sweep() -> int:
+        async with _connect(admin.url, admin.system_creds) as nc:
+            listed = (await _request(nc, "$SYS.REQ.CLAIMS.LIST")).get("data") or []
+            accounts = [str(account) for account in listed if account != system]
+            for account in accounts:
+                await _remove(nc, admin, account)
+        return len(accounts)
+
+    return _run(sweep())
+
+
+def account_limits(limits: KindLimits) -> dict[str, int | bool]:
+    """The tier's limits as account JWT limits (the server enforces them)."""
+    return {
+        "conn": limits.connections,
+        "disk_storage": limits.storage_mb * MIB,
+        "mem_storage": 0,
+        "streams": MAX_STREAMS,
+        "consumer": MAX_CONSUMERS,
+        "leaf": 0,
+        "disallow_bearer": True,
+    }
+
+
+def subject_prefix(ref: BackendRef) -> str:
+    """A short subject token for the resource (``q_`` + part of the account key). The account
+    already isolates the whole subject space, so it is a suggested namespace, not a fence: a
+    client written for prefix-scoped queues keeps working under ``<prefix>.>``."""
+    return f"q_{ref.namespace[1:11].lower()}"
+
+
+def _nats_url(host: str) -> str:
+    return host if "://" in host else f"nats://{host}"
+
+
+# -- the admin protocol ---------------------------------------------------------------------
+async def _create(admin: _Admin, account: str, account_jwt: str, creds: str) -> None:
+    """Push the account, then prove JetStream works for its user; on failure remove it again."""
+    async with _connect(admin.url, admin.system_creds) as nc:
+        try:
+            await _claims(nc, "$SYS.REQ.CLAIMS.UPDATE", account_jwt)
+            await _check_tenant(admin.url, creds)
+        except BaseException:
+            with suppress(Exception):
+                await _remove(nc, admin, account)
+            raise
+
+
+async def _check_tenant(url: str, creds: str) -> None:
+    """Log in as the new user (this loads the account) and ask for its JetStream info: a server
+    whose ``max_file_store`` cannot hold the account's limit leaves JetStream off for it."""
+    async with _connect(url, creds, refused=NatsError) as nc:
+        try:
+            await _guard(nc.request("$JS.API.INFO", b"", timeout=REQUEST_TIMEOUT_SECONDS), url)
+        except BackendDownError as exc:
+            if isinstance(exc.__cause__, nats.errors.NoRespondersError):
+                raise NatsError("JetStream is off for the new account (server full?)") from exc
+            raise
+
+
+async def _remove(nc: Client, admin: _Admin, account: str) -> None:
+    tombstone = natsjwt.account_jwt(
+        admin.operator,
+        account,
+        "deleted",
+        {"conn": 0, "disk_storage": 1},  # JetStream stays on for the purge
+        revocations={natsjwt.ALL_USERS: int(time.time())},
+    )
+    await _claims(nc, "$SYS.REQ.CLAIMS.UPDATE", tombstone)
+    purged = await _request(nc, f"$JS.API.ACCOUNT.PURGE.{account}")
+    if not purged.get("initiated"):
+        raise NatsError(f"purge of {account} refused: {purged.get('error', purged)}")
+    await _claims(
+        nc, "$SYS.REQ.CLAIMS.DELETE", natsjwt.delete_accounts_jwt(admin.operator, [account])
+    )
+
+
+async def _claims(nc: Client, subject: str, token: str) -> None:
+    reply = await _request(nc, subject, token.encode())
+    data = reply.get("data")
+    if not isinstance(data, dict) or data.get("code") != 200:
+        raise NatsError(f"{subject} refused: {reply.get('error', reply)}")
+
+
+async def _request(nc: Client, subject: str, payload: bytes = b"") -> dict[str, Any]:
+    msg = await _guard(nc.request(subject, payload, timeout=REQUEST_TIMEOUT_SECONDS), subject)
+    reply: dict[str, Any] = json.loads(msg.data)
+    return reply
+
+
+async def _guard(step: Coroutine[Any, Any, T], what: str) -> T:
+    try:
+        return await step
+    except _NETWORK_ERRORS as exc:
+        raise BackendDownError(f"NATS did not answer {what}: {exc!r}") from exc
+
+
+@asynccontextmanager
+async def _connect(
+    url: str, creds: str, refused: type[Exception] = BackendDownError
+) -> AsyncIterator[Client]:
+    """A single-use connection; ``refused`` is raised when the server turns the login down."""
+
+    async def quiet(exc: Exception) -> None:  # nats-py logs every error with a traceback
+        return None
+
+    nc = Client()
+    try:
+        # nats-py retries an unreachable server forever when max_reconnect_attempts is 0: allow
+        # one retry, and bound the whole attempt as well.
+        await asyncio.wait_for(
+            nc.connect(
+                url,
+                user_credentials=RawCredentials(creds),
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0,
+                error_cb=quiet,
+                name="instanode-admin",
+            ),
+            timeout=2 * CONNECT_TIMEOUT_SECONDS + 1,
+        )
+    except (OSError, TimeoutError, nats.errors.NoServersError) as exc:
+        await _close(nc)
+        raise BackendDownError(f"cannot reach NATS at {url}") from exc
+    except nats.errors.Error as exc:
+        await _close(nc)
+        raise refused(f"NATS at {url} refused the login: {exc}") from exc
+    try:
+        yield nc
+    finally:
+        await _close(nc)
+
+
+async def _close(nc: Client) -> None:
+    with suppress(Exception):
+        await nc.close()
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """nats-py is asyncio; the app is synchronous: one private event loop per call."""
+    return asyncio.run(coro)
