@@ -6,12 +6,18 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 
 .PHONY: run stop reap test lint tf-check unit bench clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+# Debian packages the local stack runs (the servers start as private instances on their own ports).
+SYSTEM_BINARIES := /usr/bin/redis-server /usr/sbin/nats-server
+
+$(STAMP): requirements.txt requirements-dev.txt | $(SYSTEM_BINARIES)
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-venv; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade 'pip<26.3'
 	$(BIN)/pip install -q -r requirements-dev.txt
 	rm -f $(VENV)/.installed-* && touch $@
+
+$(SYSTEM_BINARIES):
+	apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server nats-server
 
 run: $(STAMP)
 	$(BIN)/python -m devstack run --profile dev

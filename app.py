@@ -22,3 +22,11 @@ def reap_expired(event: object) -> dict[str, int]:
     from chalicelib.jobs.reaper import run_reaper
 
     return run_reaper().as_json()
+
+
+@app.schedule(Rate(5, unit=Rate.MINUTES))
+def enforce_quotas(event: object) -> dict[str, int]:
+    """Measure tenants where the backend does not enforce limits itself; restrict the over-quota."""
+    from chalicelib.jobs.quota import run_quota_job
+
+    return run_quota_job().as_json()

@@ -90,3 +90,4 @@ class Resource:
     ref: BackendRef
     created_at: int
     expires_at: int | None
+    stored: Mapping[str, str] = field(default_factory=dict)  # Credentials.stored, once active

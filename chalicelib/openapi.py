@@ -89,6 +89,18 @@ SCHEMAS: dict[str, Any] = {
             "upgrade_jwt": {"type": "string"},
             "upgrade": {"type": "string"},
             "ignored_fields": {"type": "array", "items": {"type": "string"}},
+            "key_prefix": {"type": "string", "description": "/cache/new: the tenant's keys"},
+            "credentials": {
+                "type": "object",
+                "description": "/queue/new: NATS account credentials",
+                "properties": {
+                    "nats_jwt": {"type": "string"},
+                    "nats_nkey": {"type": "string"},
+                    "creds_file": {"type": "string"},
+                },
+            },
+            "subject_prefix": {"type": "string"},
+            "auth_mode": {"enum": ["isolated", "legacy_open"]},
         },
     },
 }
@@ -103,6 +115,8 @@ def document(base_url: str, version: str) -> dict[str, Any]:
         "paths": {
             "/db/new": _provision("Provision a Postgres database"),
             "/vector/new": _provision("Provision a Postgres database with pgvector"),
+            "/cache/new": _provision("Provision a Redis keyspace with its own ACL user"),
+            "/queue/new": _provision("Provision a NATS JetStream account of its own"),
             "/api/v1/capabilities": _get("Tier limits", obj),
             "/healthz": _get("Liveness", obj, 503),
             "/readyz": _get("Readiness of every dependency", obj, 503),

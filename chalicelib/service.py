@@ -133,6 +133,7 @@ class ProvisionService:
         active = replace(
             resource,
             status=Status.ACTIVE,
+            stored=creds.stored,
             expires_at=None
             if tier.ttl_hours is None
             else resource.created_at + tier.ttl_hours * 3600,

@@ -2,7 +2,9 @@
 
 Tables (names from config; infra/terraform/dynamodb.tf creates the same):
   resources   pk ``id``; GSI ``by_owner`` (owner, created_at); sparse GSI ``by_expiry``
-              (expiry_shard, expires_at) holding only records the reaper must visit.
+              (expiry_shard, expires_at) holding only records the reaper must visit; sparse GSI
+              ``by_placement`` (placement = ``<kind>#<backend>``, created_at) holding only active
+              records, for the quota job.
   counters    pk ``pk``: ``day#<owner>#<date>`` provisions today, ``active#<owner>#<kind>``
               active resources, ``backend#<name>`` resources placed on a backend server.
 Methods named ``*_item`` build transaction items; the service commits them in one round trip.
@@ -51,11 +53,16 @@ class ResourceStore:
         return dynamo.put(self._resources, self._to_item(resource), "attribute_not_exists(id)")
 
     def activate_item(self, resource: Resource) -> dict[str, Any]:
-        values: dict[str, Any] = {":active": Status.ACTIVE.value}
+        values: dict[str, Any] = {
+            ":active": Status.ACTIVE.value,
+            ":stored": dict(resource.stored),
+            ":placement": _placement(resource.kind, resource.ref.backend),
+        }
+        expression = "SET #s = :active, provider_data = :stored, placement = :placement"
         if resource.expires_at is None:
-            expression = "SET #s = :active REMOVE expires_at, expiry_shard"
+            expression += " REMOVE expires_at, expiry_shard"
         else:
-            expression = "SET #s = :active, expires_at = :exp"
+            expression += ", expires_at = :exp"
             values[":exp"] = resource.expires_at
         values[":provisioning"] = Status.PROVISIONING.value
         return dynamo.update(
@@ -82,7 +89,7 @@ class ResourceStore:
         return dynamo.update(
             self._resources,
             {"id": resource.id},
-            "SET #s = :expired, #ttl = :ttl REMOVE expiry_shard",
+            "SET #s = :expired, #ttl = :ttl REMOVE expiry_shard, placement",
             {
                 ":expired": Status.EXPIRED.value,
                 ":ttl": now + EXPIRED_RECORD_RETENTION_SECONDS,
@@ -159,6 +166,16 @@ class ResourceStore:
         )
         return (self._from_item(i) for i in items)
 
+    def placed_on(self, kind: Kind, backend: str) -> Iterator[Resource]:
+        """Every active resource of ``kind`` on ``backend``."""
+        items = self._db.query(
+            self._resources,
+            "by_placement",
+            "placement = :p",
+            {":p": _placement(kind, backend)},
+        )
+        return (self._from_item(i) for i in items)
+
     def backend_loads(self, names: list[str]) -> dict[str, int]:
         """Active resources (of every kind) per backend server name."""
         keys = [{"pk": self._backend_key(n)} for n in names]
@@ -203,6 +220,7 @@ class ResourceStore:
             ref=BackendRef(item["backend"], item["namespace"], item["principal"]),
             created_at=item["created_at"],
             expires_at=item.get("expires_at"),
+            stored=item.get("provider_data", {}),
         )
 
     def _count(
@@ -237,3 +255,7 @@ class ResourceStore:
     @staticmethod
     def _backend_key(backend: str) -> str:
         return f"backend#{backend}"
+
+
+def _placement(kind: Kind, backend: str) -> str:
+    return f"{kind.value}#{backend}"

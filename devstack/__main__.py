@@ -13,18 +13,25 @@ import threading
 from devstack.services import port_open
 from devstack.stack import PROFILES, Stack
 
-REAP_INTERVAL_SECONDS = int(os.environ.get("INSTANODE_REAP_INTERVAL", "60"))
+JOB_INTERVAL_SECONDS = int(os.environ.get("INSTANODE_JOB_INTERVAL", "60"))
 
 
-def _reap_forever(stop: threading.Event) -> None:
-    """chalice local runs no schedules, so the local stack runs the reaper itself."""
+def _run_jobs() -> None:
+    """chalice local runs no schedules, so the local stack runs the scheduled jobs itself."""
+    from chalicelib.jobs.quota import run_quota_job
     from chalicelib.jobs.reaper import run_reaper
 
-    while not stop.wait(REAP_INTERVAL_SECONDS):
+    for job in (run_quota_job, run_reaper):
         try:
-            run_reaper()
+            job()
         except Exception:
-            logging.exception("reaper run failed")
+            logging.exception("%s failed", job.__name__)
+
+
+def _jobs_forever(stop: threading.Event) -> None:
+    _run_jobs()  # at once: a Redis (re)started by `up` gets its tenants' ACLs back
+    while not stop.wait(JOB_INTERVAL_SECONDS):
+        _run_jobs()
 
 
 def main(argv: list[str]) -> int:
@@ -67,7 +74,7 @@ def _serve(stack: Stack, port: int, start_stack: bool) -> None:
     stop = threading.Event()
     if start_stack:
         os.environ.update(stack.env())
-        threading.Thread(target=_reap_forever, args=(stop,), daemon=True).start()
+        threading.Thread(target=_jobs_forever, args=(stop,), daemon=True).start()
         stack.api_pidfile.write_text(str(os.getpid()))
     print(
         f"instanode API on http://127.0.0.1:{port} (Ctrl-C stops it and what it started)",

@@ -37,10 +37,12 @@ def table_specs(prefix: str) -> list[dict[str, Any]]:
                 _attr("created_at", "N"),
                 _attr("expiry_shard"),
                 _attr("expires_at", "N"),
+                _attr("placement"),
             ],
             "GlobalSecondaryIndexes": [
                 _index("by_owner", "owner", "created_at"),
                 _index("by_expiry", "expiry_shard", "expires_at"),
+                _index("by_placement", "placement", "created_at"),
             ],
         },
         {

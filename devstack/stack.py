@@ -2,7 +2,7 @@
 
 Profiles: ``dev`` (``make run``: API on :8000, moto on :4566, one Postgres), ``test``
 (``make test``: other ports, two Postgres backends) and ``bench`` (``make bench``), so all three
-can run side by side without touching each other's data.
+can run side by side without touching each other's data. Each has one Redis and one NATS server.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from devstack.nats_service import NatsServer
+from devstack.redis_service import RedisServer
 from devstack.services import Moto, Postgres, Service, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,12 +28,14 @@ class Profile:
     api_port: int
     moto_port: int
     postgres_ports: tuple[int, ...]
+    redis_port: int
+    nats_port: int
 
 
 PROFILES = {
-    "dev": Profile("dev", api_port=8000, moto_port=4566, postgres_ports=(5433,)),
-    "test": Profile("test", api_port=18000, moto_port=14566, postgres_ports=(15433, 15434)),
-    "bench": Profile("bench", api_port=28000, moto_port=24566, postgres_ports=(25433, 25434)),
+    "dev": Profile("dev", 8000, 4566, (5433,), redis_port=6380, nats_port=4223),
+    "test": Profile("test", 18000, 14566, (15433, 15434), redis_port=16379, nats_port=14222),
+    "bench": Profile("bench", 28000, 24566, (25433, 25434), redis_port=26379, nats_port=24222),
 }
 
 
@@ -46,10 +50,16 @@ class Stack:
             Postgres(self.state, f"pg{i}", port, self._secrets["postgres_password"])
             for i, port in enumerate(profile.postgres_ports, start=1)
         ]
+        self.redis = RedisServer(self.state, profile.redis_port, self._secrets["redis_password"])
+        self.nats = NatsServer(self.state, profile.nats_port)
 
     @property
     def services(self) -> list[Service]:
-        return [self.moto, *self.postgres]
+        return [self.moto, *self.postgres, self.redis, self.nats]
+
+    @property
+    def tenant_servers(self) -> list[Postgres | RedisServer | NatsServer]:
+        return [*self.postgres, self.redis, self.nats]
 
     @property
     def base_url(self) -> str:
@@ -63,8 +73,8 @@ class Stack:
         ensure_aws_resources(self.env())
         if self.moto in started:
             # moto keeps its records in memory: tenants left on the servers are now orphans.
-            for pg in self.postgres:
-                pg.drop_tenants()
+            for server in self.tenant_servers:
+                server.drop_tenants()
         return started
 
     @property
@@ -86,8 +96,8 @@ class Stack:
 
         url = f"http://127.0.0.1:{self.profile.moto_port}/moto-api/reset"
         urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10).close()
-        for pg in self.postgres:
-            pg.drop_tenants()
+        for server in self.tenant_servers:
+            server.drop_tenants()
         from devstack.aws import ensure_aws_resources
 
         ensure_aws_resources(self.env())
@@ -118,17 +128,27 @@ class Stack:
             "INSTANODE_BUCKET": "instanode-storage",
             "INSTANODE_JWT_SECRET": self._secrets["jwt_secret"],
             "INSTANODE_POSTGRES_BACKENDS": json.dumps(backends),
+            "INSTANODE_REDIS_BACKENDS": json.dumps([self._redis_backend()]),
+            "INSTANODE_NATS_BACKENDS": json.dumps([self.nats.backend_entry()]),
             # chalice local reports every caller as 127.0.0.1: trust it to forward the real one.
             "INSTANODE_TRUSTED_PROXIES": "127.0.0.1/32",
         }
 
+    def _redis_backend(self) -> dict[str, str]:
+        host = f"127.0.0.1:{self.redis.port}"
+        return {
+            "name": "redis1",
+            "admin_url": self.redis.admin_url(),
+            "public_host": host,
+            "internal_host": host,
+        }
+
     def _load_secrets(self) -> dict[str, str]:
-        """Generated once per state dir, kept with mode 0600, never committed."""
+        """Generated once per state dir (a key added later is generated then), kept 0600."""
         path = self.state / "secrets.json"
-        if path.exists():
-            loaded: dict[str, str] = json.loads(path.read_text())
-            return loaded
-        values = {"jwt_secret": secrets.token_hex(32), "postgres_password": secrets.token_hex(16)}
+        values: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        missing = {"jwt_secret": 32, "postgres_password": 16, "redis_password": 16}.items()
+        values.update({k: secrets.token_hex(n) for k, n in missing if k not in values})
         path.touch(mode=0o600)
         path.write_text(json.dumps(values))
         return values

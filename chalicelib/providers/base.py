@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from chalicelib.models import Backend, BackendRef, Credentials, Kind
 from chalicelib.tiers import KindLimits
@@ -34,6 +34,7 @@ class Usage:
     over_quota: bool
 
 
+@runtime_checkable
 class Enforcer(Protocol):
     """Implemented by providers whose backend does not enforce tier limits by itself."""
 
@@ -69,8 +70,15 @@ class Provider(Protocol):
 
 
 def build_provider(kind: Kind) -> Provider:
-    from chalicelib.providers import postgres
-
+    """The provider of ``kind``; its module (and backend driver) is imported only now."""
     if kind in (Kind.POSTGRES, Kind.VECTOR):
+        from chalicelib.providers import postgres
+
         return postgres.PostgresProvider(kind)
-    raise KeyError(kind)
+    if kind is Kind.REDIS:
+        from chalicelib.providers import redis
+
+        return redis.RedisProvider()
+    from chalicelib.providers import nats
+
+    return nats.NatsProvider()

@@ -13,7 +13,12 @@ bp = Blueprint(__name__)
 
 ANY_CONTENT_TYPE = ["*/*"]  # we answer a wrong content type with a 400 envelope ourselves
 KNOWN_FIELDS = frozenset({"name"})
-ROUTES: dict[str, Kind] = {"/db/new": Kind.POSTGRES, "/vector/new": Kind.VECTOR}
+ROUTES: dict[str, Kind] = {
+    "/db/new": Kind.POSTGRES,
+    "/vector/new": Kind.VECTOR,
+    "/cache/new": Kind.REDIS,
+    "/queue/new": Kind.QUEUE,
+}
 
 
 def _provision(route: str) -> Response:
@@ -38,3 +43,13 @@ def new_db() -> Response:
 @bp.route("/vector/new", methods=["POST"], content_types=ANY_CONTENT_TYPE)
 def new_vector() -> Response:
     return _provision("/vector/new")
+
+
+@bp.route("/cache/new", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+def new_cache() -> Response:
+    return _provision("/cache/new")
+
+
+@bp.route("/queue/new", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+def new_queue() -> Response:
+    return _provision("/queue/new")

@@ -31,6 +31,11 @@ resource "aws_dynamodb_table" "resources" {
     type = "N"
   }
 
+  attribute {
+    name = "placement"
+    type = "S"
+  }
+
   global_secondary_index {
     name            = "by_owner"
     hash_key        = "owner"
@@ -42,6 +47,13 @@ resource "aws_dynamodb_table" "resources" {
     name            = "by_expiry"
     hash_key        = "expiry_shard"
     range_key       = "expires_at"
+    projection_type = "ALL"
+  }
+
+  global_secondary_index {
+    name            = "by_placement"
+    hash_key        = "placement"
+    range_key       = "created_at"
     projection_type = "ALL"
   }
 

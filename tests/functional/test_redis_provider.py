@@ -15,18 +15,17 @@ from chalicelib.providers.base import BackendDownError, Tenant
 from chalicelib.providers.redis import RedisProvider
 from chalicelib.tiers import KindLimits
 from devstack.redis_service import RedisServer
-from tests.functional.redis_fixtures import HOST, LIMITS, PORT, STATE, admin_password, connect, key
+from devstack.stack import PROFILES, Stack
+from tests.functional.redis_fixtures import LIMITS, connect, key
+
+HOST = f"127.0.0.1:{PROFILES['test'].redis_port}"
 
 REDIS_CLI = "/usr/bin/redis-cli"
 
 
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer(STATE, PORT, admin_password())
-    started = server.up()
-    yield server
-    if started:
-        server.down()
+def redis_server(stack: Stack) -> RedisServer:
+    return stack.redis
 
 
 @pytest.fixture(scope="session")

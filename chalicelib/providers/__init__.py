@@ -1,0 +1,1 @@
+"""One module per resource kind behind the Provider interface in base.py."""
