@@ -1,5 +1,6 @@
 """Removing what the bench provisioned (its raw-operation objects; through the app's reaper, with
-a clock three days ahead, its resources; their DynamoDB items), and counting what is left."""
+a clock three days ahead, its resources on every backend; their DynamoDB items), and counting
+what is left on each backend."""
 
 from __future__ import annotations
 
@@ -9,53 +10,39 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bench.ops import NAME, RAW_PREFIX, ROUTES
+from bench.backends import BACKEND_OF, ROUTES, BenchBackend
+from bench.ops import NAME
 
 if TYPE_CHECKING:
     from chalicelib.config import Settings
 
-SWEEP_EVERY = 10  # measured rounds between two sweeps of the bench's resources
+# moto's transactions slow down as its tables grow: sweep after about this many provisions
+# through the app (each round makes one per route over HTTP and one in process).
+PROVISIONS_BETWEEN_SWEEPS = 40
+SWEEP_EVERY = max(1, PROVISIONS_BETWEEN_SWEEPS // (2 * len(ROUTES)))  # measured rounds
 REAP_AHEAD_DAYS = 3
 CLEANUP_WAIT_SECONDS = 60
 
 
 @dataclass(frozen=True)
+class Leftovers:
+    """One backend's count of tenant objects, and of the bench's own still there."""
+
+    before: int  # tenant objects on the backend before the run
+    after: int
+    made: int  # objects the bench provisioned there through the app
+    left: int  # of those (and of the raw operation's), still there
+
+
+@dataclass(frozen=True)
 class Cleanup:
     reaped: dict[str, int]
-    before: int  # db_% databases on the backends before the run
-    after: int
-    made: int  # databases the bench provisioned through the app
-    left: int  # of those (and of the raw ones), still there
+    backends: dict[str, Leftovers]  # by backend key
     forgotten: int  # expired bench records whose DynamoDB items were deleted
 
     @property
     def ok(self) -> bool:
-        return self.left == 0
-
-
-def drop_raw(made: list[tuple[Any, str]]) -> None:
-    while made:
-        conn, name = made.pop()
-        conn.run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.run(f"DROP ROLE IF EXISTS {name}")
-
-
-def _count(conns: Sequence[Any], where: str, **params: Any) -> int:
-    sql = f"SELECT count(*) FROM pg_database WHERE {where}"
-    return sum(int(conn.run(sql, **params)[0][0]) for conn in conns)
-
-
-def tenant_databases(conns: Sequence[Any]) -> int:
-    return _count(conns, "datname LIKE 'db\\_%'")
-
-
-def bench_databases(conns: Sequence[Any], made: list[str]) -> int:
-    return _count(
-        conns,
-        "datname::text = ANY(CAST(:made AS text[])) OR datname LIKE :raw",
-        made=made or [""],
-        raw=RAW_PREFIX.replace("_", "\\_") + "%",
-    )
+        return all(b.left == 0 for b in self.backends.values())
 
 
 def reap_everything_due() -> dict[str, int]:
@@ -135,27 +122,37 @@ class Janitor:
     """Removes what the bench provisioned: every few rounds, so that moto's tables (which its
     transactions copy whole) stay small, and at the end."""
 
-    def __init__(self, conns: Sequence[Any]) -> None:
-        self.made: list[str] = []  # databases provisioned through the app, by name
-        self.raw: list[tuple[Any, str]] = []  # (admin connection, name) of raw-op objects
-        self._conns = conns
-        self._before = tenant_databases(conns)
+    def __init__(self, backends: Mapping[str, BenchBackend]) -> None:
+        self.backends = backends
+        self.made: dict[str, list[str]] = {key: [] for key in backends}  # through the app
+        self._before = {key: b.tenants() for key, b in backends.items()}
         self._reaped: Counter[str] = Counter()
         self._forgotten = 0
 
+    def record(self, route: str, answer: Mapping[str, Any]) -> None:
+        """What a provision through ``route`` made (``answer``: its 201 body)."""
+        key = BACKEND_OF[route]
+        self.made[key].append(self.backends[key].made_by(answer))
+
     def sweep(self) -> None:
-        drop_raw(self.raw)
+        for backend in self.backends.values():
+            backend.drop_raw()
         self._reaped.update(reap_everything_due())
         self._forgotten += forget_records()
 
+    def left(self) -> dict[str, int]:
+        return {key: b.left(self.made[key]) for key, b in self.backends.items()}
+
     def finish(self) -> Cleanup:
-        """Sweep until the bench's databases are gone (another reaper may hold the lease on
-        some of them for a moment), then report."""
+        """Sweep until the bench's objects are gone (another reaper may hold the lease on some
+        of them for a moment), then report."""
         deadline = time.monotonic() + CLEANUP_WAIT_SECONDS
         self.sweep()
-        while (left := bench_databases(self._conns, self.made)) and time.monotonic() < deadline:
+        while any((left := self.left()).values()) and time.monotonic() < deadline:
             time.sleep(1)
             self.sweep()
-        after = tenant_databases(self._conns)
-        reaped = dict(self._reaped)
-        return Cleanup(reaped, self._before, after, len(self.made), left, self._forgotten)
+        found = {
+            key: Leftovers(self._before[key], b.tenants(), len(self.made[key]), left[key])
+            for key, b in self.backends.items()
+        }
+        return Cleanup(dict(self._reaped), found, self._forgotten)

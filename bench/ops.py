@@ -1,87 +1,40 @@
-"""The operations the bench times: the raw backend work, and provisions through the API, over
-HTTP (a ``python -m devstack serve`` of its own) and in this process (``chalice.test.Client``)."""
+"""Provisions through the API, timed: over HTTP (a ``python -m devstack serve`` of its own) and
+in this process (``chalice.test.Client``). The raw backend work is in ``bench.backend_*``."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import random
-import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
-import pg8000.native
 import requests
 
+from bench.backends import ROUTES, ms_since
 from bench.meters import CallTimer, DynamoMeter, LocalRoute, Op
 from devstack.stack import ROOT, Stack
 
-RAW = "raw"
-ROUTES = ("/db/new", "/vector/new")
 LOCAL = "in process "
 NAME = "bench-provision"  # every resource the bench makes has this name (the cleanup finds them)
 BODY = json.dumps({"name": NAME}).encode()
-RAW_PREFIX = "bench_raw_"
 HTTP_TIMEOUT_SECONDS = 60
 API_START_SECONDS = 60
 
 Send = Callable[[str, dict[str, str]], tuple[int, str]]  # (route, headers) -> (status, body)
+Made = Callable[[str, Mapping[str, Any]], None]  # (route, the 201 answer): what it provisioned
 
 
 class BenchError(Exception):
     """The bench could not measure what it set out to (the message says why)."""
-
-
-def _ms_since(start: float) -> float:
-    return (time.perf_counter() - start) * 1000
-
-
-# -- the raw backend operation ----------------------------------------------------------------
-def admin_connect(admin_url: str) -> Any:
-    """An autocommit admin connection (pg8000.native runs every statement on its own)."""
-    parts = urlsplit(admin_url)
-    return pg8000.native.Connection(
-        user=unquote(parts.username or "postgres"),
-        password=unquote(parts.password or ""),
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 5432,
-        database=parts.path.lstrip("/") or "postgres",
-    )
-
-
-def raw_provision(conn: Any, made: list[tuple[Any, str]]) -> float:
-    """Milliseconds for the backend work of one provision. Its objects are left to the next
-    sweep, like the app's: a DROP DATABASE forces a checkpoint, which must not fall between two
-    measured operations."""
-    name = str(pg8000.native.identifier(f"{RAW_PREFIX}{secrets.token_hex(8)}"))
-    password = pg8000.native.literal(secrets.token_urlsafe(24))
-    statements = (
-        f"CREATE ROLE {name} LOGIN PASSWORD {password} CONNECTION LIMIT 2",
-        f"CREATE DATABASE {name} OWNER {name}",
-        f"REVOKE CONNECT, TEMPORARY ON DATABASE {name} FROM PUBLIC",
-    )
-    start = time.perf_counter()
-    try:
-        for sql in statements:
-            conn.run(sql)
-        return _ms_since(start)
-    finally:
-        made.append((conn, name))
-
-
-def raw_op(conns: Sequence[Any], made: list[tuple[Any, str]]) -> Op:
-    """The raw operation on each backend in turn."""
-    turn = itertools.cycle(conns)
-    return lambda: raw_provision(next(turn), made)
 
 
 # -- provisions through the API ---------------------------------------------------------------
@@ -96,30 +49,30 @@ def client_ips() -> Iterator[str]:
 
 @dataclass
 class Provisioner:
-    """Times one provision per call and remembers the database it made (for the cleanup)."""
+    """Times one provision per call and hands its answer to ``made`` (for the cleanup)."""
 
     send: Send
     ips: Iterator[str]
-    made: list[str]
+    made: Made
 
     def __call__(self, route: str) -> float:
         ip = next(self.ips)
         headers = {"Content-Type": "application/json", "X-Forwarded-For": ip}
         start = time.perf_counter()
         status, text = self.send(route, headers)
-        elapsed = _ms_since(start)
-        self.made.append(created_database(route, ip, status, text))
+        elapsed = ms_since(start)
+        self.made(route, created(route, ip, status, text))
         return elapsed
 
     def ops(self) -> dict[str, Op]:
         return {route: partial(self, route) for route in ROUTES}
 
 
-def created_database(route: str, ip: str, status: int, text: str) -> str:
+def created(route: str, ip: str, status: int, text: str) -> dict[str, Any]:
     if status != 201:
         raise BenchError(f"POST {route} from {ip} answered {status}, not 201: {text[:400]}")
-    url: str = json.loads(text)["connection_url"]
-    return urlsplit(url).path.lstrip("/")
+    answer: dict[str, Any] = json.loads(text)
+    return answer
 
 
 def http_send(base_url: str) -> Send:
@@ -144,7 +97,7 @@ def local_send(client: Any) -> Send:
     return send
 
 
-def local_routes(ips: Iterator[str], made: list[str]) -> dict[str, LocalRoute]:
+def local_routes(ips: Iterator[str], made: Made) -> dict[str, LocalRoute]:
     """The app in this process, metered: botocore events count DynamoDB round trips."""
     from chalice.test import Client
 

@@ -1,22 +1,25 @@
-"""Provisioning cost: ``/db/new`` and ``/vector/new`` through HTTP against the raw backend work.
+"""Provisioning cost: ``/db/new``, ``/vector/new``, ``/cache/new`` and ``/queue/new`` through
+HTTP against the raw backend work.
 
     python -m bench.provision [--n 50] [--profile bench]
 
 Starts (or reuses) the local stack of ``--profile`` and stops again what it started; serves the
-API on a free port with ``python -m devstack serve``. Five operations run interleaved, round by
+API on a free port with ``python -m devstack serve``. Eleven operations run interleaved, round by
 round with a rotating order, so that all of them see the same (noisy) machine:
 
-* raw: ``CREATE ROLE + CREATE DATABASE + REVOKE`` over an open admin connection, on each of the
-  stack's Postgres servers in turn (the API places resources on either of them);
-* ``POST /db/new`` and ``POST /vector/new`` over HTTP: a new connection per request, and a fresh
-  client /24 per request (``X-Forwarded-For``) so that no anonymous limit answers instead;
-* the same two through ``chalice.test.Client`` in this process, where botocore events count and
+* one raw operation per backend, over an admin connection held open: ``CREATE ROLE + CREATE
+  DATABASE + REVOKE`` on each of the stack's Postgres servers in turn, the provider's
+  ``ACL SETUSER`` on Redis, the provider's account JWT pushed to NATS (``bench.backend_*``);
+* each route over HTTP: a new connection per request, and a fresh client /24 per request
+  (``X-Forwarded-For``) so that no anonymous limit answers instead;
+* each route through ``chalice.test.Client`` in this process, where botocore events count and
   time the DynamoDB round trips and a timer wraps the provider's ``provision()``.
 
 Then the import time of ``app`` against ``chalice, boto3`` in fresh interpreters. What the bench
 provisioned is removed every ``SWEEP_EVERY`` rounds and at the end (the app's reaper with a clock
-three days ahead), and checked gone. Exit status 1 when that cleanup leaves a database behind, 2
-when the bench could not measure; targets missed are reported, not failed. See bench/README.md.
+three days ahead), and checked gone. Exit status 1 when that cleanup leaves a database, ACL user
+or account behind, 2 when the bench could not measure; targets missed are reported, not failed.
+See bench/README.md.
 """
 
 from __future__ import annotations
@@ -24,24 +27,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from contextlib import suppress
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 
+from bench.backend_nats import NatsBench
+from bench.backend_pg import PostgresBench
+from bench.backend_redis import RedisBench
+from bench.backends import BenchBackend, raw_key
 from bench.cleanup import SWEEP_EVERY, Janitor, table_items
 from bench.imports import measure_imports
 from bench.meters import Op, Stats, interleaved, stats_of
-from bench.ops import (
-    RAW,
-    BenchError,
-    Provisioner,
-    admin_connect,
-    api_server,
-    client_ips,
-    http_send,
-    local_routes,
-    raw_op,
-)
+from bench.ops import BenchError, Provisioner, api_server, client_ips, http_send, local_routes
 from bench.report import Results, cleanup_lines, render
 from devstack.stack import PROFILES, Stack
 
@@ -60,18 +56,33 @@ def measured_rounds(
         interleaved(settle, 1, first)
         for name, ms in interleaved(ops, min(SWEEP_EVERY, n - first), first).items():
             samples[name] += ms
-        print(f"  {len(samples[RAW])}/{n} rounds", file=sys.stderr, flush=True)
+        print(f"  {min(first + SWEEP_EVERY, n)}/{n} rounds", file=sys.stderr, flush=True)
     return stats_of(samples)
 
 
-def measure(stack: Stack, conns: Sequence[Any], n: int, janitor: Janitor) -> Results:
+def open_backends(stack: Stack, exits: ExitStack) -> dict[str, BenchBackend]:
+    """An admin connection to each of the stack's backends (by ``bench.backends.LABELS`` key),
+    closed with ``exits``."""
+    openers: dict[str, Callable[[], BenchBackend]] = {
+        "postgres": lambda: PostgresBench([pg.admin_url() for pg in stack.postgres]),
+        "redis": lambda: RedisBench(stack.redis.admin_url()),
+        "nats": lambda: NatsBench(stack.nats.backend()),
+    }
+    backends: dict[str, BenchBackend] = {}
+    for key, connect in openers.items():
+        backends[key] = backend = connect()
+        exits.callback(backend.close)
+    return backends
+
+
+def measure(stack: Stack, n: int, janitor: Janitor) -> Results:
     start = table_items()
     ips = client_ips()
-    local = local_routes(ips, janitor.made)
+    local = local_routes(ips, janitor.record)
     with api_server(stack) as base_url:
         settle: dict[str, Op] = {
-            RAW: raw_op(conns, janitor.raw),
-            **Provisioner(http_send(base_url), ips, janitor.made).ops(),
+            **{raw_key(key): b.raw for key, b in janitor.backends.items()},
+            **Provisioner(http_send(base_url), ips, janitor.record).ops(),
         }
         ops: dict[str, Op] = {**settle, **local}
         print(f"warming up ({WARMUP_ROUNDS} rounds), then {n} rounds", file=sys.stderr)
@@ -86,10 +97,10 @@ def measure(stack: Stack, conns: Sequence[Any], n: int, janitor: Janitor) -> Res
     return Results(latency, breakdown, measure_imports(), tables)
 
 
-def run(stack: Stack, conns: Sequence[Any], n: int) -> int:
-    janitor = Janitor(conns)
+def run(stack: Stack, backends: Mapping[str, BenchBackend], n: int) -> int:
+    janitor = Janitor(backends)
     try:
-        print("\n".join([*render(measure(stack, conns, n, janitor)), ""]))
+        print("\n".join([*render(measure(stack, n, janitor)), ""]))
     finally:
         cleanup = janitor.finish()
         print("\n".join(cleanup_lines(cleanup)))
@@ -121,16 +132,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     stack = Stack(PROFILES[args.profile])
     started = stack.up()
     os.environ.update(stack.env())
-    conns = [admin_connect(pg.admin_url()) for pg in stack.postgres]
     try:
-        return run(stack, conns, args.n)
+        with ExitStack() as exits:
+            return run(stack, open_backends(stack, exits), args.n)
     except BenchError as exc:
         print(f"bench.provision: {exc}", file=sys.stderr)
         return 2
     finally:
-        for conn in conns:
-            with suppress(Exception):
-                conn.close()
         stack.down(started)
 
 
