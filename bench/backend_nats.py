@@ -17,13 +17,13 @@ from bench.backends import ms_since
 from chalicelib import natsjwt
 from chalicelib.models import Backend, Kind
 from chalicelib.providers.nats import (
+    NatsAdmin,
     NatsProvider,
-    _Admin,
-    _claims,
-    _connect,
-    _remove,
-    _request,
     account_limits,
+    admin_request,
+    connect,
+    push_claims,
+    remove_account,
     subject_prefix,
 )
 from chalicelib.tiers import ANONYMOUS, get_tier
@@ -34,13 +34,13 @@ T = TypeVar("T")
 class NatsBench:
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
-        self._admin = _Admin.of(backend)
+        self._admin = NatsAdmin.of(backend)
         self._system = backend.secrets["system_account"]
         self._limits = account_limits(get_tier(ANONYMOUS).limits(Kind.QUEUE))
         self._loop = asyncio.new_event_loop()
         self._exits = AsyncExitStack()
         self._nc = self._run(
-            self._exits.enter_async_context(_connect(self._admin.url, self._admin.system_creds))
+            self._exits.enter_async_context(connect(self._admin.url, self._admin.system_creds))
         )
         self._raw: list[str] = []  # raw-op accounts
 
@@ -58,7 +58,7 @@ class NatsBench:
                 self._limits,
                 signing_keys=[self._admin.signing.public_key],
             )
-            self._run(_claims(self._nc, "$SYS.REQ.CLAIMS.UPDATE", account_jwt))
+            self._run(push_claims(self._nc, "$SYS.REQ.CLAIMS.UPDATE", account_jwt))
             return ms_since(start)
         finally:
             self._raw.append(ref.namespace)
@@ -66,7 +66,7 @@ class NatsBench:
     def drop_raw(self) -> None:
         """The provider's removal: tombstone, JetStream purge, ``$SYS.REQ.CLAIMS.DELETE``."""
         while self._raw:
-            self._run(_remove(self._nc, self._admin, self._raw[-1]))
+            self._run(remove_account(self._nc, self._admin, self._raw[-1]))
             self._raw.pop()
 
     def made_by(self, answer: Mapping[str, Any]) -> str:
@@ -76,7 +76,7 @@ class NatsBench:
 
     def accounts(self) -> set[str]:
         """The accounts in the server's resolver (``$SYS.REQ.CLAIMS.LIST``), but the system's."""
-        listed = self._run(_request(self._nc, "$SYS.REQ.CLAIMS.LIST")).get("data") or []
+        listed = self._run(admin_request(self._nc, "$SYS.REQ.CLAIMS.LIST")).get("data") or []
         return {str(account) for account in listed} - {self._system}
 
     def tenants(self) -> int:

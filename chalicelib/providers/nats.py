@@ -52,7 +52,7 @@ class NatsError(Exception):
 
 
 @dataclass(frozen=True)
-class _Admin:
+class NatsAdmin:
     """A backend's admin material (its ``secrets`` from ``INSTANODE_NATS_BACKENDS``)."""
 
     url: str
@@ -61,7 +61,7 @@ class _Admin:
     system_creds: str = field(repr=False)
 
     @classmethod
-    def of(cls, backend: Backend) -> _Admin:
+    def of(cls, backend: Backend) -> NatsAdmin:
         needed = ("operator_seed", "signing_seed", "system_user_jwt", "system_user_seed")
         missing = [key for key in needed if not backend.secrets.get(key)]
         if missing:
@@ -85,11 +85,11 @@ class NatsProvider:
 
     def new_ref(self, backend: Backend) -> BackendRef:
         account = KeyPair.new("account").public_key  # its seed is never needed: dropped here
-        user = _Admin.of(backend).user_key(account)
+        user = NatsAdmin.of(backend).user_key(account)
         return BackendRef(backend=backend.name, namespace=account, principal=user.public_key)
 
     def provision(self, backend: Backend, ref: BackendRef, limits: KindLimits) -> Credentials:
-        admin = _Admin.of(backend)
+        admin = NatsAdmin.of(backend)
         user = admin.user_key(ref.namespace)
         if user.public_key != ref.principal:
             raise NatsError(f"user key of {ref.namespace} does not match (signing key changed?)")
@@ -116,20 +116,20 @@ class NatsProvider:
         )
 
     def deprovision(self, backend: Backend, ref: BackendRef) -> None:
-        admin = _Admin.of(backend)
+        admin = NatsAdmin.of(backend)
 
         async def remove() -> None:
-            async with _connect(admin.url, admin.system_creds) as nc:
-                await _remove(nc, admin, ref.namespace)
+            async with connect(admin.url, admin.system_creds) as nc:
+                await remove_account(nc, admin, ref.namespace)
 
         _run(remove())
 
     def usage(self, backend: Backend, ref: BackendRef) -> int:
-        admin = _Admin.of(backend)
+        admin = NatsAdmin.of(backend)
 
         async def measure() -> int:
-            async with _connect(admin.url, admin.system_creds) as nc:
-                reply = await _request(nc, f"$SYS.REQ.ACCOUNT.{ref.namespace}.JSZ")
+            async with connect(admin.url, admin.system_creds) as nc:
+                reply = await admin_request(nc, f"$SYS.REQ.ACCOUNT.{ref.namespace}.JSZ")
             error = str((reply.get("error") or {}).get("description", ""))
             if "not found" in error or "not jetstream enabled" in error:
                 return 0  # never used since the server started, or gone: no JetStream data
@@ -140,10 +140,10 @@ class NatsProvider:
         return _run(measure())
 
     def check(self, backend: Backend) -> None:
-        admin = _Admin.of(backend)
+        admin = NatsAdmin.of(backend)
 
         async def ping() -> None:
-            async with _connect(admin.url, admin.system_creds) as nc:
+            async with connect(admin.url, admin.system_creds) as nc:
                 await _guard(nc.flush(timeout=REQUEST_TIMEOUT_SECONDS), admin.url)
 
         _run(ping())
@@ -151,17 +151,17 @@ class NatsProvider:
 
 def remove_all_accounts(backend: Backend) -> int:
     """Remove every account but the system account (the local stack's reset); return how many."""
-    admin = _Admin.of(backend)
+    admin = NatsAdmin.of(backend)
     system = backend.secrets.get("system_account")
     if not system:
         raise NatsError(f"NATS backend {backend.name} lacks system_account")
 
     async def sweep() -> int:
-        async with _connect(admin.url, admin.system_creds) as nc:
-            listed = (await _request(nc, "$SYS.REQ.CLAIMS.LIST")).get("data") or []
+        async with connect(admin.url, admin.system_creds) as nc:
+            listed = (await admin_request(nc, "$SYS.REQ.CLAIMS.LIST")).get("data") or []
             accounts = [str(account) for account in listed if account != system]
             for account in accounts:
-                await _remove(nc, admin, account)
+                await remove_account(nc, admin, account)
         return len(accounts)
 
     return _run(sweep())
@@ -192,22 +192,22 @@ def _nats_url(host: str) -> str:
 
 
 # -- the admin protocol ---------------------------------------------------------------------
-async def _create(admin: _Admin, account: str, account_jwt: str, creds: str) -> None:
+async def _create(admin: NatsAdmin, account: str, account_jwt: str, creds: str) -> None:
     """Push the account, then prove JetStream works for its user; on failure remove it again."""
-    async with _connect(admin.url, admin.system_creds) as nc:
+    async with connect(admin.url, admin.system_creds) as nc:
         try:
-            await _claims(nc, "$SYS.REQ.CLAIMS.UPDATE", account_jwt)
+            await push_claims(nc, "$SYS.REQ.CLAIMS.UPDATE", account_jwt)
             await _check_tenant(admin.url, creds)
         except BaseException:
             with suppress(Exception):
-                await _remove(nc, admin, account)
+                await remove_account(nc, admin, account)
             raise
 
 
 async def _check_tenant(url: str, creds: str) -> None:
     """Log in as the new user (this loads the account) and ask for its JetStream info: a server
     whose ``max_file_store`` cannot hold the account's limit leaves JetStream off for it."""
-    async with _connect(url, creds, refused=NatsError) as nc:
+    async with connect(url, creds, refused=NatsError) as nc:
         try:
             await _guard(nc.request("$JS.API.INFO", b"", timeout=REQUEST_TIMEOUT_SECONDS), url)
         except BackendDownError as exc:
@@ -216,7 +216,7 @@ async def _check_tenant(url: str, creds: str) -> None:
             raise
 
 
-async def _remove(nc: Client, admin: _Admin, account: str) -> None:
+async def remove_account(nc: Client, admin: NatsAdmin, account: str) -> None:
     tombstone = natsjwt.account_jwt(
         admin.operator,
         account,
@@ -224,23 +224,23 @@ async def _remove(nc: Client, admin: _Admin, account: str) -> None:
         {"conn": 0, "disk_storage": 1},  # JetStream stays on for the purge
         revocations={natsjwt.ALL_USERS: int(time.time())},
     )
-    await _claims(nc, "$SYS.REQ.CLAIMS.UPDATE", tombstone)
-    purged = await _request(nc, f"$JS.API.ACCOUNT.PURGE.{account}")
+    await push_claims(nc, "$SYS.REQ.CLAIMS.UPDATE", tombstone)
+    purged = await admin_request(nc, f"$JS.API.ACCOUNT.PURGE.{account}")
     if not purged.get("initiated"):
         raise NatsError(f"purge of {account} refused: {purged.get('error', purged)}")
-    await _claims(
+    await push_claims(
         nc, "$SYS.REQ.CLAIMS.DELETE", natsjwt.delete_accounts_jwt(admin.operator, [account])
     )
 
 
-async def _claims(nc: Client, subject: str, token: str) -> None:
-    reply = await _request(nc, subject, token.encode())
+async def push_claims(nc: Client, subject: str, token: str) -> None:
+    reply = await admin_request(nc, subject, token.encode())
     data = reply.get("data")
     if not isinstance(data, dict) or data.get("code") != 200:
         raise NatsError(f"{subject} refused: {reply.get('error', reply)}")
 
 
-async def _request(nc: Client, subject: str, payload: bytes = b"") -> dict[str, Any]:
+async def admin_request(nc: Client, subject: str, payload: bytes = b"") -> dict[str, Any]:
     msg = await _guard(nc.request(subject, payload, timeout=REQUEST_TIMEOUT_SECONDS), subject)
     reply: dict[str, Any] = json.loads(msg.data)
     return reply
@@ -254,7 +254,7 @@ async def _guard(step: Coroutine[Any, Any, T], what: str) -> T:
 
 
 @asynccontextmanager
-async def _connect(
+async def connect(
     url: str, creds: str, refused: type[Exception] = BackendDownError
 ) -> AsyncIterator[Client]:
     """A single-use connection; ``refused`` is raised when the server turns the login down."""
