@@ -9,7 +9,6 @@ import json
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import nkeys  # type: ignore[import-untyped]
@@ -18,8 +17,6 @@ from nats.aio.client import Client, RawCredentials
 from chalicelib.models import Backend, Credentials
 from chalicelib.tiers import KindLimits
 
-STATE = Path("/work/main/.state/test")
-PORT = 14222
 LIMITS = KindLimits(storage_mb=8, connections=5, max_resources=None)
 MIB = 1 << 20
 

@@ -23,11 +23,10 @@ from chalicelib.providers.base import BackendDownError
 from chalicelib.providers.nats import NatsError, NatsProvider
 from chalicelib.tiers import KindLimits
 from devstack.nats_service import NatsServer
+from devstack.stack import PROFILES, Stack
 from tests.functional.nats_fixtures import (
     LIMITS,
     MIB,
-    PORT,
-    STATE,
     creds_text,
     free_port,
     jwt_and_seed_auth,
@@ -42,12 +41,8 @@ MakeTenant = Callable[..., Tenant]
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[NatsServer]:
-    server = NatsServer(STATE, PORT)
-    started = server.up()
-    yield server
-    if started:
-        server.down()
+def server(stack: Stack) -> NatsServer:
+    return stack.nats
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +81,7 @@ def test_encode_signs_with_the_issuer_key() -> None:
 
 def test_provision_returns_credentials_in_the_spec_shape(tenant: MakeTenant) -> None:
     ref, creds = tenant()
-    assert creds.connection_url == f"nats://127.0.0.1:{PORT}"
+    assert creds.connection_url == f"nats://127.0.0.1:{PROFILES['test'].nats_port}"
     assert creds.extra["auth_mode"] == "isolated"
     assert creds.extra["subject_prefix"].startswith("q_")
     assert set(creds.extra["credentials"]) == {"nats_jwt", "nats_nkey", "creds_file"}
