@@ -133,3 +133,23 @@ class InternalError(ApiError):
 
     status = 500
     code = "internal_error"
+
+
+class InvalidKeyError(BadRequestError):
+    """A storage object key that is empty, too long or could escape the tenant's prefix."""
+
+    code = "invalid_key"
+
+
+class StorageQuotaExceededError(ApiError):
+    """The storage resource holds as many bytes as its tier allows: no more uploads."""
+
+    status = 403
+    code = "storage_quota_exceeded"
+
+
+class RateLimitedError(ApiError):
+    """Too many requests for this resource in the current window (see Retry-After)."""
+
+    status = 429
+    code = "rate_limited"

@@ -1,0 +1,257 @@
+"""POST /storage/{token}/presign: short-lived signed S3 URLs for a broker-mode storage resource.
+
+The key is relative to the resource's prefix and validated so the signed URL can only name an
+object under ``<prefix>/``. Uploads (PUT, POST) are refused once the prefix holds its tier's
+storage limit, and a presigned POST carries a ``content-length-range`` of the bytes left.
+Each token may mint at most ``PRESIGNS_PER_MINUTE`` URLs per minute (a DynamoDB counter).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+import unicodedata
+from typing import Any
+
+from chalice.app import Blueprint, Response
+
+from chalicelib import errors
+from chalicelib.config import get_settings
+from chalicelib.deps import get_dynamo, get_provider
+from chalicelib.dynamo import Dynamo
+from chalicelib.models import Backend, Kind, Resource, Status
+from chalicelib.providers.base import BackendDownError
+from chalicelib.providers.storage import MIB, StorageProvider, object_key
+from chalicelib.routes import requests
+from chalicelib.service import iso, resource_id_of
+from chalicelib.store import ResourceStore
+from chalicelib.tiers import all_tiers
+
+bp = Blueprint(__name__)
+
+ANY_CONTENT_TYPE = ["*/*"]
+OPERATIONS = ("GET", "PUT", "POST")
+DEFAULT_EXPIRES_IN = 900
+MAX_EXPIRES_IN = 3600
+MAX_OBJECT_KEY_BYTES = 1024  # S3's limit on the full key (prefix included)
+PRESIGNS_PER_MINUTE = 60
+RATE_COUNTER_TTL_SECONDS = 180
+KEY_ACTION = (
+    "Send a key relative to your prefix such as 'reports/2024/a.png': no leading '/', "
+    "no '.' or '..' segments, no backslashes or control characters, at most {limit} bytes."
+)
+
+
+@bp.route("/storage/{token}/presign", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+def presign(token: str) -> Response:
+    body = requests.json_object(bp.current_request)
+    operation = _operation(body.get("operation"))
+    expires_in = _expires_in(body.get("expires_in", DEFAULT_EXPIRES_IN))
+    resource = _storage_resource(token)
+    key = validate_key(
+        body.get("key"), max_bytes=MAX_OBJECT_KEY_BYTES - len(resource.ref.namespace) - 1
+    )
+    backend = _backend(resource)
+    provider = _provider()
+    now = int(time.time())
+    take_presign_slot(get_dynamo(), resource.id, now)
+    out: dict[str, Any] = {"ok": True, "method": operation, "key": object_key(resource.ref, key)}
+    try:
+        if operation == "GET":
+            out["url"] = provider.presign(backend, resource.ref, key, "GET", expires_in)
+        else:
+            remaining = _remaining_bytes(provider, backend, resource)
+            if operation == "PUT":
+                out["url"] = provider.presign(backend, resource.ref, key, "PUT", expires_in)
+            else:
+                post = provider.presign_post(backend, resource.ref, key, expires_in, remaining)
+                out.update(url=post["url"], fields=post["fields"], max_bytes=remaining)
+    except BackendDownError as exc:
+        raise errors.BackendUnavailableError(
+            "The storage backend did not answer; try again shortly.",
+            agent_action="Retry the presign request in a few seconds.",
+        ) from exc
+    out["expires_at"] = iso(now + expires_in)
+    return Response(out, status_code=200)
+
+
+# -- request validation ------------------------------------------------------------------------
+def validate_key(value: Any, max_bytes: int = MAX_OBJECT_KEY_BYTES) -> str:
+    """``value`` as an object key that stays under the tenant's prefix, or InvalidKeyError."""
+    action = KEY_ACTION.format(limit=max_bytes)
+    if not isinstance(value, str) or not value:
+        raise errors.InvalidKeyError("'key' must be a non-empty string.", agent_action=action)
+    if value.startswith("/"):
+        raise errors.InvalidKeyError("'key' must not start with '/'.", agent_action=action)
+    if "\\" in value:
+        raise errors.InvalidKeyError("'key' must not contain backslashes.", agent_action=action)
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        raise errors.InvalidKeyError(
+            "'key' must not contain control characters.", agent_action=action
+        )
+    if any(segment in (".", "..") for segment in value.split("/")):
+        raise errors.InvalidKeyError(
+            "'key' must not contain '.' or '..' path segments.", agent_action=action
+        )
+    if len(value.encode("utf-8")) > max_bytes:
+        raise errors.InvalidKeyError(
+            f"'key' must be at most {max_bytes} bytes (UTF-8).", agent_action=action
+        )
+    return value
+
+
+def _operation(value: Any) -> str:
+    if value not in OPERATIONS:
+        raise errors.BadRequestError(
+            '\'operation\' must be "PUT", "GET" or "POST".',
+            agent_action='Send {"operation": "PUT", "key": "path/to/file"} to upload.',
+        )
+    return str(value)
+
+
+def _expires_in(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_EXPIRES_IN:
+        raise errors.BadRequestError(
+            f"'expires_in' must be an integer number of seconds from 1 to {MAX_EXPIRES_IN}.",
+            agent_action=f"Omit 'expires_in' (default {DEFAULT_EXPIRES_IN}) or send 1-3600.",
+        )
+    return value
+
+
+# -- the resource, its backend and its quota ----------------------------------------------------
+def _storage_resource(token: str) -> Resource:
+    resource = ResourceStore(get_dynamo(), get_settings()).get(resource_id_of(token))
+    if (
+        resource is None
+        or not hmac.compare_digest(resource.token.encode(), token.encode())
+        or resource.kind is not Kind.STORAGE
+        or resource.status is not Status.ACTIVE
+        or (resource.expires_at is not None and resource.expires_at <= time.time())
+    ):
+        raise errors.NotFoundError(
+            "No active storage resource has this token.",
+            agent_action="Check the token from /storage/new, or provision a new one.",
+        )
+    return resource
+
+
+def _backend(resource: Resource) -> Backend:
+    for backend in get_settings().backends_for(Kind.STORAGE):
+        if backend.name == resource.ref.backend:
+            return backend
+    raise errors.BackendUnavailableError("This resource's storage backend is not configured.")
+
+
+def _provider() -> StorageProvider:
+    provider = get_provider(Kind.STORAGE)
+    if not isinstance(provider, StorageProvider):
+        raise errors.InternalError("The storage provider does not support presigning.")
+    return provider
+
+
+def _remaining_bytes(provider: StorageProvider, backend: Backend, resource: Resource) -> int:
+    """Bytes the resource may still upload; StorageQuotaExceededError when none."""
+    limit = all_tiers()[resource.tier].limits(Kind.STORAGE).storage_mb * MIB
+    used = provider.usage(backend, resource.ref)
+    if used >= limit:
+        raise errors.StorageQuotaExceededError(
+            f"This storage prefix holds {used} bytes, its limit is {limit}: uploads are refused.",
+            agent_action="Delete objects you no longer need (presign GET still works), or "
+            "claim the resource to upgrade its tier, then retry the upload.",
+            used_bytes=used,
+            limit_bytes=limit,
+        )
+    return limit - used
+
+
+def take_presign_slot(db: Dynamo, resource_id: str, now: int) -> None:
+    """Count one presign in this minute's counter; RateLimitedError past the limit."""
+    minute = now // 60
+    taken = db.update_if(
+        get_settings().counters_table,
+        {"pk": f"presign#{resource_id}#{minute}"},
+        "ADD n :one SET #ttl = :ttl",
+        "attribute_not_exists(n) OR n < :limit",
+        {":one": 1, ":limit": PRESIGNS_PER_MINUTE, ":ttl": now + RATE_COUNTER_TTL_SECONDS},
+        names={"#ttl": "ttl"},
+    )
+    if not taken:
+        retry_after = str(60 - now % 60)
+        raise errors.RateLimitedError(
+            f"At most {PRESIGNS_PER_MINUTE} presigned URLs per minute per storage resource.",
+            agent_action=f"Wait {retry_after}s (Retry-After) and retry; reuse URLs until they "
+            "expire instead of minting one per request.",
+            headers={"Retry-After": retry_after},
+        )
+
+
+# -- OpenAPI ----------------------------------------------------------------------------------
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _err(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
+
+
+OPENAPI_PATHS: dict[str, Any] = {
+    "/storage/{token}/presign": {
+        "post": {
+            "summary": "Mint a short-lived signed S3 URL under a broker-mode storage prefix",
+            "parameters": [
+                {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["operation", "key"],
+                            "properties": {
+                                "operation": {"type": "string", "enum": list(OPERATIONS)},
+                                "key": {
+                                    "type": "string",
+                                    "minLength": 1,
+                                    "description": "Object key relative to the prefix.",
+                                },
+                                "expires_in": {
+                                    "type": "integer",
+                                    "minimum": 1,
+                                    "maximum": MAX_EXPIRES_IN,
+                                    "default": DEFAULT_EXPIRES_IN,
+                                },
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "Signed URL (POST: url + form fields)",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["ok", "url", "expires_at", "method", "key"],
+                                "properties": {
+                                    "ok": {"type": "boolean"},
+                                    "url": {"type": "string", "format": "uri"},
+                                    "expires_at": {"type": "string", "format": "date-time"},
+                                    "method": {"type": "string", "enum": list(OPERATIONS)},
+                                    "key": {"type": "string"},
+                                    "fields": {"type": "object"},
+                                    "max_bytes": {"type": "integer"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "400": _err("invalid_key, bad_request or invalid_json"),
+                "403": _err("storage_quota_exceeded (PUT/POST only)"),
+                "404": _err("not_found: no active storage resource has this token"),
+                "429": _err("rate_limited (see Retry-After)"),
+                "503": _err("backend_unavailable"),
+            },
+        }
+    }
+}
