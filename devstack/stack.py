@@ -14,6 +14,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from devstack.mongo_service import MongoServer
 from devstack.nats_service import NatsServer
 from devstack.redis_service import RedisServer
 from devstack.services import Moto, Postgres, Service, stop_process
@@ -30,12 +31,17 @@ class Profile:
     postgres_ports: tuple[int, ...]
     redis_port: int
     nats_port: int
+    mongo_port: int
 
 
 PROFILES = {
-    "dev": Profile("dev", 8000, 4566, (5433,), redis_port=6380, nats_port=4223),
-    "test": Profile("test", 18000, 14566, (15433, 15434), redis_port=16379, nats_port=14222),
-    "bench": Profile("bench", 28000, 24566, (25433, 25434), redis_port=26379, nats_port=24222),
+    "dev": Profile("dev", 8000, 4566, (5433,), redis_port=6380, nats_port=4223, mongo_port=27018),
+    "test": Profile(
+        "test", 18000, 14566, (15433, 15434), redis_port=16379, nats_port=14222, mongo_port=17017
+    ),
+    "bench": Profile(
+        "bench", 28000, 24566, (25433, 25434), redis_port=26379, nats_port=24222, mongo_port=27019
+    ),
 }
 
 
@@ -52,14 +58,15 @@ class Stack:
         ]
         self.redis = RedisServer(self.state, profile.redis_port, self._secrets["redis_password"])
         self.nats = NatsServer(self.state, profile.nats_port)
+        self.mongo = MongoServer(self.state, profile.mongo_port, self._secrets["mongo_password"])
 
     @property
     def services(self) -> list[Service]:
-        return [self.moto, *self.postgres, self.redis, self.nats]
+        return [self.moto, *self.postgres, self.redis, self.nats, self.mongo]
 
     @property
-    def tenant_servers(self) -> list[Postgres | RedisServer | NatsServer]:
-        return [*self.postgres, self.redis, self.nats]
+    def tenant_servers(self) -> list[Postgres | RedisServer | NatsServer | MongoServer]:
+        return [*self.postgres, self.redis, self.nats, self.mongo]
 
     @property
     def base_url(self) -> str:
@@ -130,8 +137,18 @@ class Stack:
             "INSTANODE_POSTGRES_BACKENDS": json.dumps(backends),
             "INSTANODE_REDIS_BACKENDS": json.dumps([self._redis_backend()]),
             "INSTANODE_NATS_BACKENDS": json.dumps([self.nats.backend_entry()]),
+            "INSTANODE_MONGODB_BACKENDS": json.dumps([self._mongo_backend()]),
             # chalice local reports every caller as 127.0.0.1: trust it to forward the real one.
             "INSTANODE_TRUSTED_PROXIES": "127.0.0.1/32",
+        }
+
+    def _mongo_backend(self) -> dict[str, str]:
+        host = f"127.0.0.1:{self.mongo.port}"
+        return {
+            "name": "mongo1",
+            "admin_url": self.mongo.admin_url(),
+            "public_host": host,
+            "internal_host": host,
         }
 
     def _redis_backend(self) -> dict[str, str]:
@@ -147,7 +164,12 @@ class Stack:
         """Generated once per state dir (a key added later is generated then), kept 0600."""
         path = self.state / "secrets.json"
         values: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-        missing = {"jwt_secret": 32, "postgres_password": 16, "redis_password": 16}.items()
+        missing = {
+            "jwt_secret": 32,
+            "postgres_password": 16,
+            "redis_password": 16,
+            "mongo_password": 16,
+        }.items()
         values.update({k: secrets.token_hex(n) for k, n in missing if k not in values})
         path.touch(mode=0o600)
         path.write_text(json.dumps(values))

@@ -1,0 +1,189 @@
+"""MongoDB tenants: one database and one SCRAM user per resource on a shared MongoDB-wire server.
+
+Isolation per resource: an opaque database ``m_<hex>`` and a user ``mu_<hex>`` defined in it with
+the single role ``readWrite`` on it. Tenants never get ``dbOwner`` or ``userAdmin``: on
+SecantusDB a user holding either can grant itself ``root`` (real mongod refuses), so every user
+management command stays with the service's root account.
+
+MongoDB enforces neither storage quotas nor per-user connection limits: ``enforce`` reads
+``dbStats`` for every tenant database and narrows tenants over their storage limit to ``read``
+(finds and drops stay possible through the admin-side cleanup; inserts and updates fail) until
+they are back under it. The connection limit is reported to the agent, not enforced here.
+Users live in the server's persistent store, so a restart loses nothing to re-apply.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import pymongo
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+
+from chalicelib.models import Backend, BackendRef, Credentials, Kind
+from chalicelib.providers.base import BackendDownError, Tenant, Usage
+from chalicelib.tiers import KindLimits
+
+SERVER_SELECTION_TIMEOUT_MS = 3000
+CONNECT_TIMEOUT_MS = 3000
+SOCKET_TIMEOUT_MS = 15_000
+MIB = 1024 * 1024
+MECHANISM = "SCRAM-SHA-256"
+# Server error codes: an absent user, and a refused admin login (wrong or removed root).
+USER_NOT_FOUND = 11
+AUTH_FAILED = 18
+UNAUTHORIZED = 13
+
+Document = dict[str, Any]
+Client = pymongo.MongoClient[Document]
+
+
+def tenant_roles(database: str, writable: bool = True) -> list[dict[str, str]]:
+    """The only roles a tenant ever holds: ``readWrite`` on its database, or ``read`` over quota."""
+    return [{"role": "readWrite" if writable else "read", "db": database}]
+
+
+class MongoProvider:
+    kind = Kind.MONGODB
+
+    def new_ref(self, backend: Backend) -> BackendRef:
+        suffix = secrets.token_hex(10)
+        return BackendRef(backend=backend.name, namespace=f"m_{suffix}", principal=f"mu_{suffix}")
+
+    def provision(self, backend: Backend, ref: BackendRef, limits: KindLimits) -> Credentials:
+        password = secrets.token_urlsafe(24)
+        with admin_client(backend) as client:
+            db = client[ref.namespace]
+            try:
+                db.command(
+                    "createUser",
+                    ref.principal,
+                    pwd=password,
+                    roles=tenant_roles(ref.namespace),
+                    mechanisms=[MECHANISM],
+                )
+            except Exception:
+                _forget_user(client, ref)  # the reply may have been lost after the user was made
+                raise
+        return Credentials(
+            connection_url=_url(ref, password, backend.public_host),
+            internal_url=_url(ref, password, backend.internal_host),
+            extra={},
+            stored={},
+        )
+
+    def deprovision(self, backend: Backend, ref: BackendRef) -> None:
+        with admin_client(backend) as client:
+            _drop_user(client, ref)  # new logins fail; live sessions lose their data below
+            client.drop_database(ref.namespace)
+
+    def usage(self, backend: Backend, ref: BackendRef) -> int:
+        with admin_client(backend) as client:
+            return _used_bytes(client, ref.namespace)
+
+    def check(self, backend: Backend) -> None:
+        with admin_client(backend) as client:
+            client.admin.command("ping")
+
+    def enforce(self, backend: Backend, tenants: Sequence[Tenant]) -> list[Usage]:
+        if not tenants:
+            return []
+        with admin_client(backend) as client:
+            roles = _current_roles(client, [t.ref for t in tenants])
+            usages = []
+            for tenant in tenants:
+                usage = _usage_of(tenant, _used_bytes(client, tenant.ref.namespace))
+                usages.append(usage)
+                _apply_roles(client, tenant.ref, roles.get(tenant.ref.principal), usage)
+        return usages
+
+
+def _url(ref: BackendRef, password: str, host: str) -> str:
+    db = ref.namespace
+    return f"mongodb://{ref.principal}:{password}@{host}/{db}?authSource={db}"
+
+
+def _drop_user(client: Client, ref: BackendRef) -> None:
+    try:
+        client[ref.namespace].command("dropUser", ref.principal)
+    except OperationFailure as exc:
+        if exc.code != USER_NOT_FOUND:
+            raise
+
+
+def _forget_user(client: Client, ref: BackendRef) -> None:
+    with suppress(PyMongoError):  # unreachable: the caller's compensation runs deprovision
+        _drop_user(client, ref)
+
+
+# -- measuring -------------------------------------------------------------------------------
+def _used_bytes(client: Client, database: str) -> int:
+    """Data plus index bytes of ``database`` (an absent database uses nothing)."""
+    stats = client[database].command("dbStats")
+    return int(stats.get("dataSize", 0)) + int(stats.get("indexSize", 0))
+
+
+def _usage_of(tenant: Tenant, used_bytes: int) -> Usage:
+    return Usage(tenant.ref, used_bytes, used_bytes > tenant.limits.storage_mb * MIB)
+
+
+# -- enforcing -------------------------------------------------------------------------------
+def _current_roles(
+    client: Client, refs: Sequence[BackendRef]
+) -> dict[str, list[Mapping[str, Any]]]:
+    """Roles of every tenant user that still exists, by user name (one query)."""
+    wanted = [f"{ref.namespace}.{ref.principal}" for ref in refs]
+    users = client.admin["system.users"].find({"_id": {"$in": wanted}}, {"user": 1, "roles": 1})
+    return {str(u["user"]): list(u.get("roles", [])) for u in users}
+
+
+def _apply_roles(
+    client: Client, ref: BackendRef, current: list[Mapping[str, Any]] | None, usage: Usage
+) -> None:
+    """Narrow to ``read`` over quota, widen back to ``readWrite`` under it; users deprovisioned
+    since the tenant list was read (absent) stay absent."""
+    if current is None:
+        return
+    wanted = tenant_roles(ref.namespace, writable=not usage.over_quota)
+    if [dict(role) for role in current] == wanted:
+        return
+    try:
+        client[ref.namespace].command("updateUser", ref.principal, roles=wanted)
+    except OperationFailure as exc:
+        if exc.code != USER_NOT_FOUND:
+            raise
+
+
+# -- admin clients: one per backend (MongoClient is thread-safe and pools connections) --------
+_clients: dict[tuple[str, str], Client] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(backend: Backend) -> Client:
+    key = (backend.name, backend.admin_url)
+    with _clients_lock:
+        if key not in _clients:
+            _clients[key] = pymongo.MongoClient(
+                backend.admin_url,
+                serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
+                connectTimeoutMS=CONNECT_TIMEOUT_MS,
+                socketTimeoutMS=SOCKET_TIMEOUT_MS,
+                appname="instanode",
+            )
+        return _clients[key]
+
+
+@contextmanager
+def admin_client(backend: Backend) -> Iterator[Client]:
+    """The backend's admin client; an unreachable server or a refused login is BackendDownError."""
+    try:
+        yield _client(backend)
+    except ConnectionFailure as exc:  # includes ServerSelectionTimeoutError and AutoReconnect
+        raise BackendDownError(f"cannot reach MongoDB backend {backend.name}") from exc
+    except OperationFailure as exc:
+        if exc.code in (AUTH_FAILED, UNAUTHORIZED):
+            raise BackendDownError(f"MongoDB backend {backend.name} refused the admin") from exc
+        raise
