@@ -56,6 +56,10 @@ class Settings:
     def counters_table(self) -> str:
         return f"{self.table_prefix}-counters"
 
+    @property
+    def webhook_requests_table(self) -> str:
+        return f"{self.table_prefix}-webhook-requests"
+
     def backends_for(self, kind: Kind) -> tuple[Backend, ...]:
         return self.backends.get(kind, ())
 

@@ -55,6 +55,15 @@ def table_specs(prefix: str) -> list[dict[str, Any]]:
             "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
             "AttributeDefinitions": [_attr("pk")],
         },
+        {
+            "TableName": f"{prefix}-webhook-requests",
+            "KeySchema": [
+                {"AttributeName": "inbox", "KeyType": "HASH"},
+                {"AttributeName": "slot", "KeyType": "RANGE"},
+            ],
+            "AttributeDefinitions": [_attr("inbox"), _attr("slot", "N"), _attr("seq", "N")],
+            "GlobalSecondaryIndexes": [_index("by_seq", "inbox", "seq")],
+        },
     ]
 
 

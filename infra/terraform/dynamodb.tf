@@ -118,3 +118,46 @@ resource "aws_dynamodb_table" "counters" {
     enabled = true
   }
 }
+
+# Received webhook requests: a ring buffer per inbox (slot = seq % kept_requests).
+resource "aws_dynamodb_table" "webhook-requests" {
+  name         = "${local.prefix}-webhook-requests"
+  billing_mode = "PAY_PER_REQUEST"
+  hash_key     = "inbox"
+  range_key    = "slot"
+
+  attribute {
+    name = "inbox"
+    type = "S"
+  }
+
+  attribute {
+    name = "slot"
+    type = "N"
+  }
+
+  attribute {
+    name = "seq"
+    type = "N"
+  }
+
+  global_secondary_index {
+    name            = "by_seq"
+    hash_key        = "inbox"
+    range_key       = "seq"
+    projection_type = "ALL"
+  }
+
+  ttl {
+    attribute_name = "ttl"
+    enabled        = true
+  }
+
+  point_in_time_recovery {
+    enabled = true
+  }
+
+  server_side_encryption {
+    enabled = true
+  }
+}

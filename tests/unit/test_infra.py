@@ -184,6 +184,7 @@ def test_chalice_config_names_what_terraform_creates(stage: str) -> None:
 
 ALLOWED_ACTIONS = {
     "dynamodb:BatchGetItem",
+    "dynamodb:BatchWriteItem",  # deleting a webhook inbox's stored requests
     "dynamodb:ConditionCheckItem",
     "dynamodb:DeleteItem",
     "dynamodb:GetItem",

@@ -1,0 +1,208 @@
+"""Webhook inboxes: ``/webhook/receive/{token}`` captures any request, and
+``/api/v1/webhooks/{token}/requests`` lists what was captured, newest first.
+
+The token in the URL is the only credential: unknown, expired or non-webhook tokens are 404.
+Received headers and bodies are customer data and are never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Any
+
+from chalice.app import Blueprint, Request
+
+from chalicelib import errors
+from chalicelib.inbox import Inbox, Received
+from chalicelib.models import Kind, Resource, Status
+from chalicelib.routes.requests import caller
+from chalicelib.tiers import get_tier
+
+bp = Blueprint(__name__)
+
+RECEIVE_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+MIB = 1024 * 1024
+DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+STORED_GRACE_SECONDS = 86_400  # stored requests outlive an expiring inbox by a day at most
+
+
+class PayloadTooLargeError(errors.ApiError):
+    """The received body is larger than the inbox's tier accepts."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+def _inbox() -> Inbox:
+    from chalicelib.providers.webhook import open_inbox
+
+    return open_inbox()
+
+
+def _resource(token: str) -> Resource:
+    """The live webhook resource of ``token``, or 404."""
+    from chalicelib.config import get_settings
+    from chalicelib.deps import get_dynamo
+    from chalicelib.service import resource_id_of
+    from chalicelib.store import ResourceStore
+
+    found = ResourceStore(get_dynamo(), get_settings()).get(resource_id_of(token))
+    if (
+        found is None
+        or found.kind is not Kind.WEBHOOK
+        or found.status is not Status.ACTIVE
+        or (found.expires_at is not None and found.expires_at <= time.time())
+        or not hmac.compare_digest(found.token.encode(), token.encode())
+    ):
+        raise errors.NotFoundError(
+            "No webhook inbox has this token (it may have expired).",
+            agent_action="Provision a new inbox with POST /webhook/new and use its receive_url.",
+        )
+    return found
+
+
+def _raw_body(request: Request) -> bytes:
+    raw = request.raw_body or b""
+    return raw if isinstance(raw, bytes) else raw.encode()
+
+
+def _received(request: Request, token: str, body: bytes) -> Received:
+    params = request.query_params
+    query = {k: params.getlist(k) for k in params} if params else {}
+    context = request.context or {}
+    return Received(
+        method=request.method,
+        path=str(context.get("path") or f"/webhook/receive/{token}"),
+        query=query,
+        headers=dict(request.headers),
+        body=body,
+        source_ip=caller(request).source_ip,
+        received_at_ms=int(time.time() * 1000),
+    )
+
+
+@bp.route("/webhook/receive/{token}", methods=RECEIVE_METHODS, content_types=["*/*"])
+def receive(token: str) -> dict[str, Any]:
+    request = bp.current_request
+    resource = _resource(token)
+    limits = get_tier(resource.tier).limits(Kind.WEBHOOK)
+    body = _raw_body(request)
+    if len(body) > limits.storage_mb * MIB:
+        raise PayloadTooLargeError(
+            f"The body is {len(body)} bytes; this inbox accepts at most {limits.storage_mb} MiB.",
+            agent_action="Send a smaller body, or claim the inbox for a tier with a larger limit.",
+        )
+    ttl = None if resource.expires_at is None else resource.expires_at + STORED_GRACE_SECONDS
+    seq = _inbox().record(
+        resource.ref.namespace, limits.kept_requests or 100, _received(request, token, body), ttl
+    )
+    return {"ok": True, "received": True, "seq": seq}
+
+
+def _int_param(params: dict[str, str], name: str, default: int | None, low: int, high: int) -> Any:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise errors.BadRequestError(
+            f"'{name}' must be an integer from {low} to {high}.",
+            agent_action=f"Retry with a valid '{name}' query parameter, or leave it out.",
+        )
+    return value
+
+
+@bp.route("/api/v1/webhooks/{token}/requests", methods=["GET"])
+def list_requests(token: str) -> dict[str, Any]:
+    params = dict(bp.current_request.query_params or {})
+    limit = _int_param(params, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    before = _int_param(params, "before", None, 1, 2**62)
+    resource = _resource(token)
+    found, next_before = _inbox().newest(resource.ref.namespace, limit, before)
+    return {"ok": True, "requests": found, "next_before": next_before}
+
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_TOKEN = {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
+
+
+_RECEIVE: dict[str, Any] = {
+    "summary": "Capture a request in the webhook inbox (any body, any content type)",
+    "parameters": [_TOKEN],
+    "requestBody": {"required": False, "content": {"*/*": {"schema": {}}}},
+    "responses": {
+        "200": {
+            "description": "Stored; the newest kept_requests stay",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "ok": {"type": "boolean"},
+                            "received": {"type": "boolean"},
+                            "seq": {"type": "integer"},
+                        },
+                    }
+                }
+            },
+        },
+        "404": _error("Unknown or expired token"),
+        "413": _error("payload_too_large: body above the tier's storage_mb"),
+    },
+}
+_REQUEST_ITEM = {
+    "type": "object",
+    "properties": {
+        "seq": {"type": "integer"},
+        "method": {"type": "string"},
+        "path": {"type": "string"},
+        "query": {"type": "object", "additionalProperties": {"type": "array"}},
+        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "body": {"type": "string", "format": "byte", "description": "base64 of the raw body"},
+        "body_text": {"type": "string", "description": "present when the body is UTF-8"},
+        "body_size": {"type": "integer"},
+        "body_truncated": {"type": "boolean", "description": "only the first 256 KiB kept"},
+        "source_ip": {"type": "string"},
+        "received_at": {"type": "integer", "description": "Unix time in milliseconds"},
+    },
+}
+OPENAPI_PATHS: dict[str, Any] = {
+    "/webhook/receive/{token}": {m.lower(): _RECEIVE for m in RECEIVE_METHODS},
+    "/api/v1/webhooks/{token}/requests": {
+        "get": {
+            "summary": "List the requests an inbox received, newest first",
+            "parameters": [
+                _TOKEN,
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 20}},
+                {"name": "before", "in": "query", "schema": {"type": "integer"}},
+            ],
+            "responses": {
+                "200": {
+                    "description": "Received requests; pass next_before as before for more",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "ok": {"type": "boolean"},
+                                    "requests": {"type": "array", "items": _REQUEST_ITEM},
+                                    "next_before": {"type": ["integer", "null"]},
+                                },
+                            }
+                        }
+                    },
+                },
+                "400": _error("limit or before out of range"),
+                "404": _error("Unknown or expired token"),
+            },
+        }
+    },
+}
