@@ -5,7 +5,7 @@ from __future__ import annotations
 from chalice.app import Chalice, Rate
 
 from chalicelib.envelope import envelope
-from chalicelib.routes import docs, meta, provision
+from chalicelib.routes import docs, meta, provision, storage, webhooks
 
 app = Chalice(app_name="instanode")
 # Real API Gateway passes multipart bodies through intact only when the type is binary.
@@ -14,6 +14,8 @@ app.register_middleware(envelope, "http")
 app.register_blueprint(provision.bp)
 app.register_blueprint(meta.bp)
 app.register_blueprint(docs.bp)
+app.register_blueprint(storage.bp)
+app.register_blueprint(webhooks.bp)
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES))

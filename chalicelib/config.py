@@ -26,7 +26,11 @@ _BACKEND_VARS: dict[Kind, tuple[str, Kind | None]] = {
     Kind.VECTOR: ("INSTANODE_VECTOR_BACKENDS", Kind.POSTGRES),
     Kind.REDIS: ("INSTANODE_REDIS_BACKENDS", None),
     Kind.QUEUE: ("INSTANODE_NATS_BACKENDS", None),
+    Kind.MONGODB: ("INSTANODE_MONGODB_BACKENDS", None),
+    Kind.STORAGE: ("INSTANODE_STORAGE_BACKENDS", None),
 }
+# Webhook inboxes live in the platform's own DynamoDB: one implicit backend.
+WEBHOOK_BACKEND = "inbox"
 
 
 @dataclass(frozen=True)
@@ -70,19 +74,19 @@ class Settings:
         jwt_secret = env.get("INSTANODE_JWT_SECRET", "")
         if len(jwt_secret) < 32:
             raise ConfigError("INSTANODE_JWT_SECRET must be set to at least 32 characters")
+        base_url = env.get("INSTANODE_PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+        inbox = Backend(WEBHOOK_BACKEND, admin_url="", public_host=base_url, internal_host=base_url)
         return cls(
             stage=env.get("INSTANODE_STAGE", "local"),
             version=env.get("INSTANODE_VERSION", "0.1.0"),
             commit_id=env.get("INSTANODE_COMMIT_ID", "unknown"),
             build_time=env.get("INSTANODE_BUILD_TIME", "unknown"),
-            public_base_url=env.get("INSTANODE_PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip(
-                "/"
-            ),
+            public_base_url=base_url,
             table_prefix=env.get("INSTANODE_TABLE_PREFIX", "instanode"),
             bucket=env.get("INSTANODE_BUCKET", "instanode-storage"),
             jwt_secret=jwt_secret,
             trusted_proxies=_parse_networks(env.get("INSTANODE_TRUSTED_PROXIES", "")),
-            backends=_parse_backends(env),
+            backends={**_parse_backends(env), Kind.WEBHOOK: (inbox,)},
             expiry_shards=int(env.get("INSTANODE_EXPIRY_SHARDS", "8")),
             provisioning_lease_seconds=int(env.get("INSTANODE_PROVISIONING_LEASE_SECONDS", "900")),
         )

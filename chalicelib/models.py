@@ -15,6 +15,9 @@ class Kind(StrEnum):
     VECTOR = "vector"
     REDIS = "redis"
     QUEUE = "queue"
+    MONGODB = "mongodb"
+    STORAGE = "storage"
+    WEBHOOK = "webhook"
 
 
 class Status(StrEnum):

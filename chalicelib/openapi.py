@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from chalicelib.routes import storage, webhooks
+
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -117,6 +119,11 @@ def document(base_url: str, version: str) -> dict[str, Any]:
             "/vector/new": _provision("Provision a Postgres database with pgvector"),
             "/cache/new": _provision("Provision a Redis keyspace with its own ACL user"),
             "/queue/new": _provision("Provision a NATS JetStream account of its own"),
+            "/nosql/new": _provision("Provision a MongoDB database with its own user"),
+            "/storage/new": _provision("Provision an S3 prefix (broker mode: presigned URLs)"),
+            "/webhook/new": _provision("Provision a webhook inbox (receive_url)"),
+            **storage.OPENAPI_PATHS,
+            **webhooks.OPENAPI_PATHS,
             "/api/v1/capabilities": _get("Tier limits", obj),
             "/healthz": _get("Liveness", obj, 503),
             "/readyz": _get("Readiness of every dependency", obj, 503),

@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +32,11 @@ from chalicelib.tokens import Signer
 
 log = logging.getLogger(__name__)
 
+# Endpoints of this API that act on a resource by its token, returned with the resource.
+TOKEN_URLS: dict[Kind, dict[str, str]] = {
+    Kind.STORAGE: {"presign_url": "/storage/{token}/presign"},
+    Kind.WEBHOOK: {"receive_url": "/webhook/receive/{token}"},
+}
 IN_PROGRESS_WAIT_SECONDS = 3.0
 IN_PROGRESS_POLL_SECONDS = 0.1
 LOADS_REFRESH_SECONDS = 10.0
@@ -243,18 +248,23 @@ class ProvisionService:
     def _body(
         self, r: Resource, creds: Credentials, tier: Tier, req: ProvisionRequest
     ) -> dict[str, Any]:
-        limits = tier.limits(r.kind)
+        limits = {k: v for k, v in asdict(tier.limits(r.kind)).items() if v is not None}
+        urls = {"connection_url": creds.connection_url, "internal_url": creds.internal_url}
+        token_urls = {
+            name: f"{self._settings.public_base_url}{path.format(token=r.token)}"
+            for name, path in TOKEN_URLS.get(r.kind, {}).items()
+        }
         body: dict[str, Any] = {
             "ok": True,
             "id": r.id,
             "token": r.token,
             "name": r.name,
             "kind": r.kind.value,
-            "connection_url": creds.connection_url,
-            "internal_url": creds.internal_url,
+            **{name: url for name, url in urls.items() if url},  # a webhook has neither
+            **token_urls,
             **creds.extra,
             "tier": tier.name,
-            "limits": {"storage_mb": limits.storage_mb, "connections": limits.connections},
+            "limits": {k: v for k, v in limits.items() if k != "max_resources"},
             "expires_at": iso(r.expires_at),
             "note": self._note(r, tier),
             **self._upgrade(r, r.created_at),

@@ -18,6 +18,7 @@ class KindLimits:
     storage_mb: int
     connections: int
     max_resources: int | None  # None: no cap on active resources of this kind
+    kept_requests: int | None = None  # webhook inboxes: how many received requests are kept
 
 
 @dataclass(frozen=True)

@@ -138,8 +138,20 @@ class Stack:
             "INSTANODE_REDIS_BACKENDS": json.dumps([self._redis_backend()]),
             "INSTANODE_NATS_BACKENDS": json.dumps([self.nats.backend_entry()]),
             "INSTANODE_MONGODB_BACKENDS": json.dumps([self._mongo_backend()]),
+            "INSTANODE_STORAGE_BACKENDS": json.dumps([self._storage_backend()]),
             # chalice local reports every caller as 127.0.0.1: trust it to forward the real one.
             "INSTANODE_TRUSTED_PROXIES": "127.0.0.1/32",
+        }
+
+    def _storage_backend(self) -> dict[str, str]:
+        """S3 is moto's: the same endpoint serves the platform and the presigned URLs."""
+        endpoint = f"http://127.0.0.1:{self.profile.moto_port}"
+        return {
+            "name": "s3",
+            "admin_url": endpoint,
+            "public_host": endpoint,
+            "bucket": "instanode-storage",
+            "region": REGION,
         }
 
     def _mongo_backend(self) -> dict[str, str]:

@@ -79,6 +79,18 @@ def build_provider(kind: Kind) -> Provider:
         from chalicelib.providers import redis
 
         return redis.RedisProvider()
-    from chalicelib.providers import nats
+    if kind is Kind.QUEUE:
+        from chalicelib.providers import nats
 
-    return nats.NatsProvider()
+        return nats.NatsProvider()
+    if kind is Kind.MONGODB:
+        from chalicelib.providers import mongodb
+
+        return mongodb.MongoProvider()
+    if kind is Kind.STORAGE:
+        from chalicelib.providers import storage
+
+        return storage.StorageProvider()
+    from chalicelib.providers import webhook
+
+    return webhook.WebhookProvider()

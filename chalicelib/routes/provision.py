@@ -18,6 +18,9 @@ ROUTES: dict[str, Kind] = {
     "/vector/new": Kind.VECTOR,
     "/cache/new": Kind.REDIS,
     "/queue/new": Kind.QUEUE,
+    "/nosql/new": Kind.MONGODB,
+    "/storage/new": Kind.STORAGE,
+    "/webhook/new": Kind.WEBHOOK,
 }
 
 
@@ -53,3 +56,18 @@ def new_cache() -> Response:
 @bp.route("/queue/new", methods=["POST"], content_types=ANY_CONTENT_TYPE)
 def new_queue() -> Response:
     return _provision("/queue/new")
+
+
+@bp.route("/nosql/new", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+def new_nosql() -> Response:
+    return _provision("/nosql/new")
+
+
+@bp.route("/storage/new", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+def new_storage() -> Response:
+    return _provision("/storage/new")
+
+
+@bp.route("/webhook/new", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+def new_webhook() -> Response:
+    return _provision("/webhook/new")
