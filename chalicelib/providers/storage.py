@@ -1,7 +1,10 @@
 """S3 key-prefix tenants in one shared bucket per backend, in ``broker`` mode.
 
-A resource is the prefix ``s_<20 hex>/`` of the backend's bucket: nothing exists in S3 until the
-tenant uploads (a prefix needs no object). No credential is handed out; the tenant asks this API
+A resource is the prefix ``anon/s_<20 hex>/`` of the backend's bucket: nothing exists in S3 until
+the tenant uploads (a prefix needs no object). Every resource is anonymous when it is made, and
+the bucket's lifecycle rule (infra/terraform/s3.tf) deletes objects under ``anon/`` after a day,
+a backstop to the reaper; keeping objects past that is the claim flow's job (it moves them).
+No credential is handed out; the tenant asks this API
 for short-lived presigned URLs (``POST /storage/{token}/presign``), which the platform signs with
 its own key for keys under the tenant's prefix only.
 
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 MIB = 1024 * 1024
 DELETE_BATCH = 1000  # the most keys one DeleteObjects call takes
 MODE = "broker"
+ANONYMOUS_PREFIX = "anon/"  # matched by the bucket's 1-day lifecycle rule
 _CONFIG = Config(
     signature_version="s3v4",
     s3={"addressing_style": "path"},
@@ -62,7 +66,9 @@ class StorageProvider:
 
     def new_ref(self, backend: Backend) -> BackendRef:
         return BackendRef(
-            backend=backend.name, namespace=f"s_{secrets.token_hex(10)}", principal=""
+            backend=backend.name,
+            namespace=f"{ANONYMOUS_PREFIX}s_{secrets.token_hex(10)}",
+            principal="",
         )
 
     def provision(self, backend: Backend, ref: BackendRef, limits: KindLimits) -> Credentials:

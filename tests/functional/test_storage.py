@@ -68,7 +68,7 @@ def presign(post: Post, token: str, **body: Any) -> Any:
 def test_new_storage_is_broker_mode_without_keys(s3: Any, post: Post) -> None:
     body = new_storage(post)
     prefix = body["prefix"]
-    assert prefix.startswith("s_") and len(prefix) == 22
+    assert prefix.startswith("anon/s_") and len(prefix) == 27
     assert body["mode"] == "broker"
     assert body["agent_action"] == "use_presign_endpoint"
     assert body["endpoint"] == PUBLIC
@@ -153,7 +153,7 @@ def test_signed_url_names_exactly_the_prefixed_key(
     resigned = _resign(body["url"], method, query["X-Amz-Date"], monkeypatch)
     assert parse_qs(urlsplit(resigned).query) == parse_qs(url.query)
     # The same signature does not cover another tenant's key or the other method.
-    other = body["url"].replace(prefix, "s_" + "0" * 20)
+    other = body["url"].replace(prefix, "anon/s_" + "0" * 20)
     assert _sig(_resign(other, method, query["X-Amz-Date"], monkeypatch)) != _sig(body["url"])
     flipped = "GET" if method == "PUT" else "PUT"
     assert _sig(_resign(body["url"], flipped, query["X-Amz-Date"], monkeypatch)) != _sig(
@@ -212,7 +212,7 @@ def test_deprovision_deletes_every_object_under_the_prefix_only(s3: Any) -> None
     keys = [f"{ref.namespace}/d{i // 100}/{i}.txt" for i in range(1005)]
     for key in keys:
         s3.put_object(Bucket=BUCKET, Key=key, Body=b"12345")
-    kept = [f"{ref.namespace}x/keep.txt", f"s_{'f' * 20}/keep.txt"]
+    kept = [f"{ref.namespace}x/keep.txt", f"anon/s_{'f' * 20}/keep.txt"]
     for key in kept:
         s3.put_object(Bucket=BUCKET, Key=key, Body=b"k")
     assert provider.usage(backend(), ref) == 5 * 1005
@@ -231,7 +231,7 @@ def test_enforce_reports_usage_and_over_quota(s3: Any) -> None:
 
     provider = deps.get_provider(Kind.STORAGE)
     assert isinstance(provider, Enforcer)
-    small, big = (BackendRef("s3", f"s_{c * 20}", "") for c in "ab")
+    small, big = (BackendRef("s3", f"anon/s_{c * 20}", "") for c in "ab")
     s3.put_object(Bucket=BUCKET, Key=f"{big.namespace}/x", Body=b"\0" * (MIB + 1))
     s3.put_object(Bucket=BUCKET, Key=f"{small.namespace}/x", Body=b"\0" * 10)
     limits = KindLimits(storage_mb=1, connections=0, max_resources=1)
