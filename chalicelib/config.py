@@ -41,7 +41,6 @@ class Settings:
     build_time: str
     public_base_url: str
     table_prefix: str
-    bucket: str
     jwt_secret: str
     trusted_proxies: tuple[IPNetwork, ...]
     backends: Mapping[Kind, tuple[Backend, ...]]
@@ -83,7 +82,6 @@ class Settings:
             build_time=env.get("INSTANODE_BUILD_TIME", "unknown"),
             public_base_url=base_url,
             table_prefix=env.get("INSTANODE_TABLE_PREFIX", "instanode"),
-            bucket=env.get("INSTANODE_BUCKET", "instanode-storage"),
             jwt_secret=jwt_secret,
             trusted_proxies=_parse_networks(env.get("INSTANODE_TRUSTED_PROXIES", "")),
             backends={**_parse_backends(env), Kind.WEBHOOK: (inbox,)},
