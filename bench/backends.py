@@ -1,6 +1,6 @@
 """The routes the bench provisions through, and the backend servers behind them.
 
-Each backend (``bench.backend_pg``, ``bench.backend_redis``, ``bench.backend_nats``) offers the
+Each backend (``bench.backend_pg``, ``_redis``, ``_nats``, ``_mongo``, ``_platform``) offers the
 same few things: its raw operation (the backend work of one provision, over an admin connection
 the bench holds open), the removal of the raw operation's objects, the name of the object a
 provision made (from the API's answer) and counts of what is on the server.
@@ -25,6 +25,9 @@ LABELS = {
     "postgres": Labels("Postgres", "raw CREATE ROLE+DATABASE+REVOKE", "db_% databases"),
     "redis": Labels("Redis", "raw ACL SETUSER", "u_* ACL users"),
     "nats": Labels("NATS", "raw account JWT + CLAIMS.UPDATE", "accounts (but $SYS)"),
+    "mongodb": Labels("MongoDB", "raw createUser readWrite", "mu_* users"),
+    "storage": Labels("S3", "raw head_bucket", "s_* prefixes"),
+    "webhook": Labels("webhook", "raw DynamoDB PutItem", "inbox# counters"),
 }
 # route -> the backend that holds its resources (a key of LABELS)
 BACKEND_OF = {
@@ -32,6 +35,9 @@ BACKEND_OF = {
     "/vector/new": "postgres",
     "/cache/new": "redis",
     "/queue/new": "nats",
+    "/nosql/new": "mongodb",
+    "/storage/new": "storage",
+    "/webhook/new": "webhook",
 }
 ROUTES = tuple(BACKEND_OF)
 RAW_PREFIX = "bench_raw_"  # names of the raw operations' objects, where the backend has names

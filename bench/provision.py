@@ -1,43 +1,50 @@
-"""Provisioning cost: ``/db/new``, ``/vector/new``, ``/cache/new`` and ``/queue/new`` through
-HTTP against the raw backend work.
+"""Provisioning cost: ``/db/new``, ``/vector/new``, ``/cache/new``, ``/queue/new``, ``/nosql/new``,
+``/storage/new`` and ``/webhook/new`` through HTTP against the raw backend work; webhook receive.
 
     python -m bench.provision [--n 50] [--profile bench]
 
 Starts (or reuses) the local stack of ``--profile`` and stops again what it started; serves the
-API on a free port with ``python -m devstack serve``. Eleven operations run interleaved, round by
+API on a free port with ``python -m devstack serve``. Twenty operations run interleaved, round by
 round with a rotating order, so that all of them see the same (noisy) machine:
 
 * one raw operation per backend, over an admin connection held open: ``CREATE ROLE + CREATE
   DATABASE + REVOKE`` on each of the stack's Postgres servers in turn, the provider's
-  ``ACL SETUSER`` on Redis, the provider's account JWT pushed to NATS (``bench.backend_*``);
+  ``ACL SETUSER`` on Redis, the provider's account JWT pushed to NATS, ``createUser`` on
+  MongoDB, ``head_bucket`` on S3, one DynamoDB ``PutItem`` for webhooks (``bench.backend_*``);
 * each route over HTTP: a new connection per request, and a fresh client /24 per request
   (``X-Forwarded-For``) so that no anonymous limit answers instead;
 * each route through ``chalice.test.Client`` in this process, where botocore events count and
   time the DynamoDB round trips and a timer wraps the provider's ``provision()``.
 
-Then the import time of ``app`` against ``chalice, boto3`` in fresh interpreters. What the bench
+Then one inbox receives POSTs over HTTP from a few threads and in process (``bench.receive``),
+and the import time of ``app`` against ``chalice, boto3`` in fresh interpreters. What the bench
 provisioned is removed every ``SWEEP_EVERY`` rounds and at the end (the app's reaper with a clock
-three days ahead), and checked gone. Exit status 1 when that cleanup leaves a database, ACL user
-or account behind, 2 when the bench could not measure; targets missed are reported, not failed.
+three days ahead), and checked gone. Exit status 1 when that cleanup leaves a database, ACL user,
+account or MongoDB user behind, 2 when the bench could not measure; targets missed are
+reported, not failed.
 See bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 
+from bench.backend_mongo import MongoBench
 from bench.backend_nats import NatsBench
 from bench.backend_pg import PostgresBench
+from bench.backend_platform import StorageBench, WebhookBench
 from bench.backend_redis import RedisBench
 from bench.backends import BenchBackend, raw_key
 from bench.cleanup import SWEEP_EVERY, Janitor, table_items
 from bench.imports import measure_imports
 from bench.meters import Op, Stats, interleaved, stats_of
 from bench.ops import BenchError, Provisioner, api_server, client_ips, http_send, local_routes
+from bench.receive import measure_receive
 from bench.report import Results, cleanup_lines, render
 from devstack.stack import PROFILES, Stack
 
@@ -63,10 +70,14 @@ def measured_rounds(
 def open_backends(stack: Stack, exits: ExitStack) -> dict[str, BenchBackend]:
     """An admin connection to each of the stack's backends (by ``bench.backends.LABELS`` key),
     closed with ``exits``."""
+    storage = json.loads(stack.env()["INSTANODE_STORAGE_BACKENDS"])[0]
     openers: dict[str, Callable[[], BenchBackend]] = {
         "postgres": lambda: PostgresBench([pg.admin_url() for pg in stack.postgres]),
         "redis": lambda: RedisBench(stack.redis.admin_url()),
         "nats": lambda: NatsBench(stack.nats.backend()),
+        "mongodb": lambda: MongoBench(stack.mongo.admin_url()),
+        "storage": lambda: StorageBench(storage["admin_url"], storage["bucket"]),
+        "webhook": WebhookBench,
     }
     backends: dict[str, BenchBackend] = {}
     for key, connect in openers.items():
@@ -90,11 +101,13 @@ def measure(stack: Stack, n: int, janitor: Janitor) -> Results:
         for route in local.values():
             route.clear()
         latency = measured_rounds(ops, settle, n, janitor)
+        print("webhook receive", file=sys.stderr)
+        receive = measure_receive(base_url, ips, janitor.record)
     end = table_items()
     tables = {table: (k, end[table]) for table, k in start.items()}
     print("import times", file=sys.stderr)
     breakdown = {r.route: r.result(latency[key]) for key, r in local.items()}
-    return Results(latency, breakdown, measure_imports(), tables)
+    return Results(latency, breakdown, measure_imports(), tables, receive)
 
 
 def run(stack: Stack, backends: Mapping[str, BenchBackend], n: int) -> int:

@@ -10,6 +10,7 @@ from bench.cleanup import REAP_AHEAD_DAYS, SWEEP_EVERY, Cleanup
 from bench.imports import IMPORT_REPEATS, IMPORT_SUBJECTS, Imports
 from bench.meters import InProcess, Stats
 from bench.ops import LOCAL
+from bench.receive import HTTP_THREADS, Receive
 
 # Rows by backend: its raw operation, then its routes over HTTP, then in process.
 ROWS = {
@@ -32,6 +33,7 @@ class Results:
     local: dict[str, InProcess]  # by route
     imports: Imports
     table_items: dict[str, tuple[int, int]]  # moto items per app table: at the start, at the end
+    receive: Receive
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,19 @@ def breakdown_lines(res: Results) -> list[str]:
     return lines
 
 
+def receive_lines(r: Receive) -> list[str]:
+    calls = ", ".join(f"{op} {k:g}x" for op, k in r.sent.items())
+    return [
+        "webhook receive, one inbox, POST with a small JSON body:",
+        f"  HTTP, {HTTP_THREADS} threads, new connection each: {r.http.n} requests in"
+        f" {r.http_seconds:.2f} s = {r.per_second:.0f} requests/s;"
+        f" p50 {r.http.p50:.1f} ms, p99 {r.http.p99:.1f} ms, mean {r.http.mean:.1f} ms",
+        f"  in process (chalice.test.Client), the handler's own time: {r.local.n} requests,"
+        f" p50 {r.local.p50:.2f} ms, p99 {r.local.p99:.2f} ms, mean {r.local.mean:.2f} ms",
+        f"  DynamoDB requests per receive: {sum(r.sent.values()):g} ({calls})",
+    ]
+
+
 def import_lines(imports: Imports) -> list[str]:
     lines = [f"import time, fresh interpreters, median of {IMPORT_REPEATS}:"]
     lines += [f"  import {s:<16}{imports.times[s].p50:7.1f} ms" for s in IMPORT_SUBJECTS]
@@ -134,6 +149,8 @@ def render(res: Results) -> list[str]:
         *latency_lines(res.latency),
         "",
         *breakdown_lines(res),
+        "",
+        *receive_lines(res.receive),
         "",
         *import_lines(res.imports),
         "",
