@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import time
 import unicodedata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice.app import Blueprint, Response
 
@@ -21,11 +21,13 @@ from chalicelib.deps import get_dynamo, get_provider
 from chalicelib.dynamo import Dynamo
 from chalicelib.models import Backend, Kind, Resource, Status
 from chalicelib.providers.base import BackendDownError
-from chalicelib.providers.storage import MIB, StorageProvider, object_key
 from chalicelib.routes import requests
 from chalicelib.service import iso, resource_id_of
 from chalicelib.store import ResourceStore
 from chalicelib.tiers import all_tiers
+
+if TYPE_CHECKING:  # the provider (and boto3's S3 machinery) loads on the first presign only
+    from chalicelib.providers.storage import StorageProvider
 
 bp = Blueprint(__name__)
 
@@ -55,6 +57,8 @@ def presign(token: str) -> Response:
     provider = _provider()
     now = int(time.time())
     take_presign_slot(get_dynamo(), resource.id, now)
+    from chalicelib.providers.storage import object_key
+
     out: dict[str, Any] = {"ok": True, "method": operation, "key": object_key(resource.ref, key)}
     try:
         if operation == "GET":
@@ -143,6 +147,8 @@ def _backend(resource: Resource) -> Backend:
 
 
 def _provider() -> StorageProvider:
+    from chalicelib.providers.storage import StorageProvider
+
     provider = get_provider(Kind.STORAGE)
     if not isinstance(provider, StorageProvider):
         raise errors.InternalError("The storage provider does not support presigning.")
@@ -151,7 +157,7 @@ def _provider() -> StorageProvider:
 
 def _remaining_bytes(provider: StorageProvider, backend: Backend, resource: Resource) -> int:
     """Bytes the resource may still upload; StorageQuotaExceededError when none."""
-    limit = all_tiers()[resource.tier].limits(Kind.STORAGE).storage_mb * MIB
+    limit = all_tiers()[resource.tier].limits(Kind.STORAGE).storage_mb << 20
     used = provider.usage(backend, resource.ref)
     if used >= limit:
         raise errors.StorageQuotaExceededError(

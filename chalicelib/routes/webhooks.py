@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import hmac
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice.app import Blueprint, Request
 
 from chalicelib import errors
-from chalicelib.inbox import Inbox, Received
 from chalicelib.models import Kind, Resource, Status
 from chalicelib.routes.requests import caller
 from chalicelib.tiers import get_tier
+
+if TYPE_CHECKING:  # the inbox store loads on the first webhook request only
+    from chalicelib.inbox import Inbox, Received
 
 bp = Blueprint(__name__)
 
@@ -71,6 +73,8 @@ def _received(request: Request, token: str, body: bytes) -> Received:
     params = request.query_params
     query = {k: params.getlist(k) for k in params} if params else {}
     context = request.context or {}
+    from chalicelib.inbox import Received
+
     return Received(
         method=request.method,
         path=str(context.get("path") or f"/webhook/receive/{token}"),
