@@ -7,14 +7,14 @@ import secrets
 import time
 from collections.abc import Collection, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
 
 from bench.backends import RAW_PREFIX, ms_since
+from chalicelib.providers.storage import ANONYMOUS_PREFIX
 
-STORAGE_PREFIX = "s_"  # chalicelib.providers.storage.StorageProvider.new_ref
+STORAGE_PREFIX = ANONYMOUS_PREFIX + "s_"  # chalicelib.providers.storage.StorageProvider.new_ref
 INBOX_COUNTER = "inbox#"  # chalicelib.inbox.counter_key: made by the first received request
 
 
@@ -38,12 +38,12 @@ class StorageBench:
         """``head_bucket`` makes nothing."""
 
     def made_by(self, answer: Mapping[str, Any]) -> str:
-        """The prefix: the last segment of ``<endpoint>/<bucket>/<prefix>/``."""
-        return urlsplit(str(answer["connection_url"])).path.rstrip("/").rsplit("/", 1)[-1]
+        """The prefix (``anon/s_<hex>``), as the response names it."""
+        return str(answer["prefix"])
 
     def _prefixes(self) -> list[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Delimiter="/"
+            Bucket=self.bucket, Prefix=ANONYMOUS_PREFIX, Delimiter="/"
         )
         return [p["Prefix"].rstrip("/") for page in pages for p in page.get("CommonPrefixes", [])]
 
