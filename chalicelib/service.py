@@ -248,7 +248,12 @@ class ProvisionService:
     def _body(
         self, r: Resource, creds: Credentials, tier: Tier, req: ProvisionRequest
     ) -> dict[str, Any]:
-        limits = {k: v for k, v in asdict(tier.limits(r.kind)).items() if v is not None}
+        # what applies to this kind: no cap count, nothing unset, no zero connection budget
+        limits = {
+            k: v
+            for k, v in asdict(tier.limits(r.kind)).items()
+            if k != "max_resources" and v is not None and v != 0
+        }
         urls = {"connection_url": creds.connection_url, "internal_url": creds.internal_url}
         token_urls = {
             name: f"{self._settings.public_base_url}{path.format(token=r.token)}"
@@ -264,7 +269,7 @@ class ProvisionService:
             **token_urls,
             **creds.extra,
             "tier": tier.name,
-            "limits": {k: v for k, v in limits.items() if k != "max_resources"},
+            "limits": limits,
             "expires_at": iso(r.expires_at),
             "note": self._note(r, tier),
             **self._upgrade(r, r.created_at),

@@ -60,6 +60,7 @@ def test_new_returns_receive_url_and_no_connection_urls(inbox: dict[str, Any]) -
     assert inbox["receive_url"].endswith(f"/webhook/receive/{inbox['token']}")
     assert "connection_url" not in inbox and "internal_url" not in inbox
     assert inbox["kind"] == "webhook"
+    assert inbox["limits"] == {"storage_mb": 1, "kept_requests": 100}
 
 
 @pytest.mark.parametrize("method", RECEIVE_METHODS)
