@@ -6,12 +6,20 @@ pays for the kinds a request touches.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from chalicelib.models import Backend, BackendRef, Credentials, Kind
 from chalicelib.tiers import KindLimits
+
+
+def opaque_ref(backend: Backend, namespace: str, principal: str) -> BackendRef:
+    """Fresh opaque names sharing one random suffix, e.g. ``db_<hex>`` and ``u_<hex>`` (every
+    tenant can see other tenants' names on some servers, so names say nothing about anyone)."""
+    suffix = secrets.token_hex(10)
+    return BackendRef(backend.name, f"{namespace}_{suffix}", f"{principal}_{suffix}")
 
 
 class BackendDownError(Exception):

@@ -24,7 +24,7 @@ import pymongo
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from chalicelib.models import Backend, BackendRef, Credentials, Kind
-from chalicelib.providers.base import BackendDownError, Tenant, Usage
+from chalicelib.providers.base import BackendDownError, Tenant, Usage, opaque_ref
 from chalicelib.tiers import KindLimits
 
 SERVER_SELECTION_TIMEOUT_MS = 3000
@@ -50,8 +50,7 @@ class MongoProvider:
     kind = Kind.MONGODB
 
     def new_ref(self, backend: Backend) -> BackendRef:
-        suffix = secrets.token_hex(10)
-        return BackendRef(backend=backend.name, namespace=f"m_{suffix}", principal=f"mu_{suffix}")
+        return opaque_ref(backend, "m", "mu")
 
     def provision(self, backend: Backend, ref: BackendRef, limits: KindLimits) -> Credentials:
         password = secrets.token_urlsafe(24)

@@ -26,7 +26,7 @@ import pg8000.native
 from pg8000.exceptions import DatabaseError, InterfaceError
 
 from chalicelib.models import Backend, BackendRef, Credentials, Kind
-from chalicelib.providers.base import BackendDownError
+from chalicelib.providers.base import BackendDownError, opaque_ref
 from chalicelib.tiers import KindLimits
 
 MIN_SERVER_VERSION = 150000
@@ -43,8 +43,7 @@ class PostgresProvider:
         self._ready_templates: set[str] = set()
 
     def new_ref(self, backend: Backend) -> BackendRef:
-        suffix = secrets.token_hex(10)
-        return BackendRef(backend=backend.name, namespace=f"db_{suffix}", principal=f"u_{suffix}")
+        return opaque_ref(backend, "db", "u")
 
     def provision(self, backend: Backend, ref: BackendRef, limits: KindLimits) -> Credentials:
         password = secrets.token_urlsafe(24)

@@ -28,7 +28,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from chalicelib.models import Backend, BackendRef, Credentials, Kind
-from chalicelib.providers.base import BackendDownError, Tenant, Usage
+from chalicelib.providers.base import BackendDownError, Tenant, Usage, opaque_ref
 from chalicelib.tiers import KindLimits
 
 SOCKET_TIMEOUT_SECONDS = 10
@@ -115,8 +115,7 @@ class RedisProvider:
     kind = Kind.REDIS
 
     def new_ref(self, backend: Backend) -> BackendRef:
-        suffix = secrets.token_hex(10)
-        return BackendRef(backend=backend.name, namespace=f"t_{suffix}", principal=f"u_{suffix}")
+        return opaque_ref(backend, "t", "u")
 
     def provision(self, backend: Backend, ref: BackendRef, limits: KindLimits) -> Credentials:
         password = secrets.token_urlsafe(24)
