@@ -46,6 +46,8 @@ KEY_ACTION = (
 
 @bp.route("/storage/{token}/presign", methods=["POST"], content_types=ANY_CONTENT_TYPE)
 def presign(token: str) -> Response:
+    from chalicelib.providers.storage import object_key  # loads boto3's S3 machinery: on use
+
     body = requests.json_object(bp.current_request)
     operation = _operation(body.get("operation"))
     expires_in = _expires_in(body.get("expires_in", DEFAULT_EXPIRES_IN))
@@ -57,8 +59,6 @@ def presign(token: str) -> Response:
     provider = _provider()
     now = int(time.time())
     take_presign_slot(get_dynamo(), resource.id, now)
-    from chalicelib.providers.storage import object_key
-
     out: dict[str, Any] = {"ok": True, "method": operation, "key": object_key(resource.ref, key)}
     try:
         if operation == "GET":
