@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import subprocess
+from urllib.parse import urlsplit
 
 import nats
 import nkeys
@@ -12,6 +13,7 @@ import pytest
 import redis
 import requests
 
+from devstack.stack import Stack
 from tests.integration.conftest import provision
 
 pytestmark = pytest.mark.integration
@@ -83,3 +85,14 @@ def test_readyz_checks_redis_and_nats(api: str) -> None:
     checks = requests.get(f"{api}/readyz", timeout=10).json()["checks"]
     assert checks["redis:redis1"]["status"] == "ok"
     assert checks["queue:nats1"]["status"] == "ok"
+
+
+def test_tokens_and_passwords_never_reach_the_server_log(api: str, stack: Stack) -> None:
+    cache = provision(api, "/cache/new", "logged").json()
+    inbox = provision(api, "/webhook/new", "logged").json()
+    requests.post(inbox["receive_url"].replace(stack.base_url, api), data=b"x", timeout=10)
+    requests.get(f"{api}/api/v1/webhooks/{inbox['token']}/requests", timeout=10)
+    log = (stack.state / "api-integration.log").read_text()
+    assert "/webhook/receive/<token>" in log  # the requests were logged, redacted
+    for secret in (cache["token"], inbox["token"], urlsplit(cache["connection_url"]).password):
+        assert secret and secret not in log
