@@ -5,7 +5,8 @@
 * fingerprint: no header; ``sha256(scope, route, canonical body)`` dedups for 120 s.
 
 A request claims its key with a conditional put (INPROGRESS, with a lease) in the same
-transaction that reserves the resource; completion stores the response for replays.
+transaction that reserves the resource; completion stores the response (sealed, see
+sealing.py: it holds credentials) for replays.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from chalicelib import dynamo
 from chalicelib.dynamo import Dynamo, Item
+from chalicelib.sealing import Sealer
 
 EXPLICIT_TTL_SECONDS = 24 * 3600
 FINGERPRINT_TTL_SECONDS = 120
@@ -72,9 +74,10 @@ def derive_key(scope: str, route: str, body: dict[str, Any], header: str | None)
 
 
 class IdempotencyStore:
-    def __init__(self, db: Dynamo, table: str) -> None:
+    def __init__(self, db: Dynamo, table: str, sealer: Sealer) -> None:
         self._db = db
         self._table = table
+        self._sealer = sealer
 
     def claim_item(self, key: Key, now: int, lease_seconds: int) -> dict[str, Any]:
         """Take the key unless a live record holds it (an abandoned lease may be taken over)."""
@@ -104,7 +107,7 @@ class IdempotencyStore:
                 "state": State.COMPLETED.value,
                 "body_hash": key.body_hash,
                 "status_code": status_code,
-                "response": json.dumps(body),
+                "response": self._sealer.seal(json.dumps(body).encode(), key.pk),
                 "expires_at": now + key.ttl_seconds,
                 "ttl": now + key.ttl_seconds,
             },
@@ -115,13 +118,15 @@ class IdempotencyStore:
 
     def get(self, key: Key) -> Record | None:
         item = self._db.get(self._table, {"pk": key.pk}, consistent=True)
-        return record_of(item) if item else None
+        return self.record_of(item) if item else None
 
-
-def record_of(item: Item) -> Record:
-    return Record(
-        state=State(item["state"]),
-        body_hash=item["body_hash"],
-        status_code=int(item.get("status_code", 0)),
-        body=json.loads(item["response"]) if "response" in item else {},
-    )
+    def record_of(self, item: Item) -> Record:
+        body: dict[str, Any] = {}
+        if "response" in item:
+            body = json.loads(self._sealer.open(bytes(item["response"]), item["pk"]))
+        return Record(
+            state=State(item["state"]),
+            body_hash=item["body_hash"],
+            status_code=int(item.get("status_code", 0)),
+            body=body,
+        )

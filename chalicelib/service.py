@@ -23,9 +23,10 @@ from typing import Any
 from chalicelib import errors
 from chalicelib.config import Settings
 from chalicelib.dynamo import Dynamo, TransactionCancelled
-from chalicelib.idempotency import IdempotencyStore, Key, Record, Source, State, record_of
+from chalicelib.idempotency import IdempotencyStore, Key, Record, Source, State
 from chalicelib.models import Backend, Caller, Credentials, Kind, ProvisionRequest, Resource, Status
 from chalicelib.providers.base import BackendDownError, Provider
+from chalicelib.sealing import Sealer
 from chalicelib.store import Charge, ResourceStore
 from chalicelib.tiers import ANONYMOUS, Tier
 from chalicelib.tokens import Signer
@@ -70,7 +71,7 @@ class ProvisionService:
         self._settings = settings
         self._db = db
         self._store = ResourceStore(db, settings)
-        self._idem = IdempotencyStore(db, settings.idempotency_table)
+        self._idem = IdempotencyStore(db, settings.idempotency_table, Sealer(settings.jwt_secret))
         self._tiers = tiers
         self._providers = providers
         self._signer = Signer(settings.jwt_secret)
@@ -189,7 +190,7 @@ class ProvisionService:
         # Reasons come in the order of the transaction: claim, record, then the charge items.
         claim, charged = exc.reasons[0], exc.reasons[2:]
         if claim.failed and claim.item is not None:
-            return self._replay(key, record_of(claim.item))
+            return self._replay(key, self._idem.record_of(claim.item))
         if charged[Charge.CAP].failed:
             raise self._cap_error(caller, req, tier)
         if charge.daily is not None and charged[Charge.DAILY].failed:

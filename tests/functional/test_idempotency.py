@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from urllib.parse import urlsplit
 
 import pytest
 
+from chalicelib.dynamo import Dynamo
 from chalicelib.models import Kind
 from chalicelib.tiers import KindLimits, get_tier
 from tests.conftest import fresh_ip
-from tests.functional.conftest import Post, caller, key_for, make_service, request
+from tests.functional.conftest import Post, caller, key_for, make_service, request, settings
 
 pytestmark = pytest.mark.usefixtures("app_env")
 
@@ -69,3 +71,13 @@ def test_explicit_key_still_replays_after_120s() -> None:
     now[0] += 23 * 3600
     again = svc.provision(who, req, key_for(who, req, "long-lived"))
     assert again.body == first.body and again.headers["X-Idempotent-Replay"] == "true"
+
+
+def test_stored_response_for_replays_holds_no_password(post: Post, dynamo: Dynamo) -> None:
+    ip = fresh_ip()
+    first = post("/db/new", {"name": "sealed"}, ip=ip, Idempotency_Key="seal-1").json_body
+    password = urlsplit(first["connection_url"]).password
+    items = dynamo.client.scan(TableName=settings().idempotency_table)["Items"]
+    assert password and items and all(password not in str(item) for item in items)
+    again = post("/db/new", {"name": "sealed"}, ip=ip, Idempotency_Key="seal-1").json_body
+    assert again["connection_url"] == first["connection_url"]
