@@ -4,16 +4,19 @@
 from __future__ import annotations
 
 from functools import cache, partial
+from typing import TYPE_CHECKING
 
 import boto3
 
 from chalicelib.config import get_settings
 from chalicelib.dynamo import Dynamo
-from chalicelib.health import Check, Readiness
 from chalicelib.models import Kind
 from chalicelib.providers.base import Provider, build_provider
 from chalicelib.service import ProvisionService
 from chalicelib.tiers import all_tiers
+
+if TYPE_CHECKING:
+    from chalicelib.health import Readiness
 
 
 @cache
@@ -33,6 +36,8 @@ def get_service() -> ProvisionService:
 
 @cache
 def get_readiness() -> Readiness:
+    from chalicelib.health import Check, Readiness  # only /readyz needs it
+
     settings = get_settings()
     table = settings.resources_table
     checks = [Check("platform_db", True, partial(get_dynamo().get, table, {"id": "readyz"}))]

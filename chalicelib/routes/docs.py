@@ -7,7 +7,6 @@ from typing import Any
 
 from chalice.app import Blueprint, Response
 
-from chalicelib import openapi
 from chalicelib.config import get_settings
 
 bp = Blueprint(__name__)
@@ -16,6 +15,8 @@ LLMS_TEMPLATE = Path(__file__).parent.parent / "llms.md"
 
 @bp.route("/openapi.json", methods=["GET"])
 def openapi_json() -> dict[str, Any]:
+    from chalicelib import openapi  # built on request: no route needs it at cold start
+
     settings = get_settings()
     return openapi.document(settings.public_base_url, settings.version)
 
