@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from chalicelib.errors import ConfigError
-from chalicelib.models import Backend, Kind
+from chalicelib.models import Backend, Kind, Resource
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -65,6 +65,11 @@ class Settings:
 
     def backends_for(self, kind: Kind) -> tuple[Backend, ...]:
         return self.backends.get(kind, ())
+
+    def backend_of(self, resource: Resource) -> Backend | None:
+        """The configured server a resource was placed on (None if no longer configured)."""
+        named = (b for b in self.backends_for(resource.kind) if b.name == resource.ref.backend)
+        return next(named, None)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -172,8 +172,12 @@ class Dynamo:
         names: Mapping[str, str] | None = None,
     ) -> bool:
         """A conditional single-item update; False when the condition does not hold."""
-        op = update(table, key, expression, values, condition, names)["Update"]
-        op.pop("ReturnValuesOnConditionCheckFailure")
+        return self.apply_if(update(table, key, expression, values, condition, names))
+
+    def apply_if(self, item: Mapping[str, Any]) -> bool:
+        """Run one conditional ``update`` transaction item on its own (no transaction)."""
+        op = dict(item["Update"])
+        op.pop("ReturnValuesOnConditionCheckFailure", None)
         try:
             self.client.update_item(**op)
         except self.client.exceptions.ConditionalCheckFailedException:

@@ -11,7 +11,6 @@ whose lease the reaper collects.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import uuid
@@ -27,7 +26,7 @@ from chalicelib.idempotency import IdempotencyStore, Key, Record, Source, State
 from chalicelib.models import Backend, Caller, Credentials, Kind, ProvisionRequest, Resource, Status
 from chalicelib.providers.base import BackendDownError, Provider
 from chalicelib.sealing import Sealer
-from chalicelib.store import Charge, ResourceStore
+from chalicelib.store import Charge, ResourceStore, resource_id_of
 from chalicelib.tiers import ANONYMOUS, Tier
 from chalicelib.tokens import Signer
 
@@ -48,11 +47,6 @@ class Outcome:
     status_code: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
-
-
-def resource_id_of(token: str) -> str:
-    """The public id is a one-way function of the secret token (id never grants access)."""
-    return "res_" + hashlib.sha256(token.encode()).hexdigest()[:20]
 
 
 def iso(ts: int | None) -> str | None:

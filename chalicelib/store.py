@@ -12,6 +12,8 @@ Methods named ``*_item`` build transaction items; the service commits them in on
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +41,11 @@ class Charge:
 
     def items(self) -> list[dict[str, Any]]:
         return [self.cap, self.backend] + ([self.daily] if self.daily else [])
+
+
+def resource_id_of(token: str) -> str:
+    """The public id is a one-way function of the secret token (id never grants access)."""
+    return "res_" + hashlib.sha256(token.encode()).hexdigest()[:20]
 
 
 class ResourceStore:
@@ -110,6 +117,10 @@ class ResourceStore:
             names={"#s": "status"},
         )
 
+    def take_slot(self, key: str, limit: int, ttl: int) -> bool:
+        """Count one use under ``key`` unless ``limit`` is reached (a fixed-window rate limit)."""
+        return self._db.apply_if(self._count(key, 1, limit=limit, ttl=ttl))
+
     def charge(
         self, resource: Resource, max_resources: int | None, daily_limit: int | None, now: int
     ) -> Charge:
@@ -141,6 +152,19 @@ class ResourceStore:
     def get(self, resource_id: str) -> Resource | None:
         item = self._db.get(self._resources, {"id": resource_id}, consistent=True)
         return self._from_item(item) if item else None
+
+    def live_by_token(self, token: str, kind: Kind, now: float) -> Resource | None:
+        """The active, unexpired resource of ``kind`` that ``token`` names, else None."""
+        found = self.get(resource_id_of(token))
+        if (
+            found is None
+            or not hmac.compare_digest(found.token.encode(), token.encode())
+            or found.kind is not kind
+            or found.status is not Status.ACTIVE
+            or (found.expires_at is not None and found.expires_at <= now)
+        ):
+            return None
+        return found
 
     def active_of(self, owner: str, kind: Kind) -> Resource | None:
         """The newest active resource of ``kind`` held by ``owner``."""

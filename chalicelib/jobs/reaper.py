@@ -60,9 +60,7 @@ class Reaper:
     def _reap(self, resource: Resource, now: int) -> str:
         if not self._store.take_reaper_lease(resource, now, LEASE_SECONDS):
             return "skipped"
-        backend = {b.name: b for b in self._settings.backends_for(resource.kind)}.get(
-            resource.ref.backend
-        )
+        backend = self._settings.backend_of(resource)
         if backend is None:
             log.error("resource %s is on unknown backend %s", resource.id, resource.ref.backend)
             return "failed"

@@ -8,7 +8,6 @@ Each token may mint at most ``PRESIGNS_PER_MINUTE`` URLs per minute (a DynamoDB 
 
 from __future__ import annotations
 
-import hmac
 import time
 import unicodedata
 from typing import TYPE_CHECKING, Any
@@ -19,10 +18,10 @@ from chalicelib import errors
 from chalicelib.config import get_settings
 from chalicelib.deps import get_dynamo, get_provider
 from chalicelib.dynamo import Dynamo
-from chalicelib.models import Backend, Kind, Resource, Status
+from chalicelib.models import Backend, Kind, Resource
 from chalicelib.providers.base import BackendDownError
 from chalicelib.routes import requests
-from chalicelib.service import iso, resource_id_of
+from chalicelib.service import iso
 from chalicelib.store import ResourceStore
 from chalicelib.tiers import all_tiers
 
@@ -124,14 +123,9 @@ def _expires_in(value: Any) -> int:
 
 # -- the resource, its backend and its quota ----------------------------------------------------
 def _storage_resource(token: str) -> Resource:
-    resource = ResourceStore(get_dynamo(), get_settings()).get(resource_id_of(token))
-    if (
-        resource is None
-        or not hmac.compare_digest(resource.token.encode(), token.encode())
-        or resource.kind is not Kind.STORAGE
-        or resource.status is not Status.ACTIVE
-        or (resource.expires_at is not None and resource.expires_at <= time.time())
-    ):
+    store = ResourceStore(get_dynamo(), get_settings())
+    resource = store.live_by_token(token, Kind.STORAGE, time.time())
+    if resource is None:
         raise errors.NotFoundError(
             "No active storage resource has this token.",
             agent_action="Check the token from /storage/new, or provision a new one.",
@@ -140,10 +134,10 @@ def _storage_resource(token: str) -> Resource:
 
 
 def _backend(resource: Resource) -> Backend:
-    for backend in get_settings().backends_for(Kind.STORAGE):
-        if backend.name == resource.ref.backend:
-            return backend
-    raise errors.BackendUnavailableError("This resource's storage backend is not configured.")
+    backend = get_settings().backend_of(resource)
+    if backend is None:
+        raise errors.BackendUnavailableError("This resource's storage backend is not configured.")
+    return backend
 
 
 def _provider() -> StorageProvider:
@@ -172,14 +166,8 @@ def _remaining_bytes(provider: StorageProvider, backend: Backend, resource: Reso
 
 def take_presign_slot(db: Dynamo, resource_id: str, now: int) -> None:
     """Count one presign in this minute's counter; RateLimitedError past the limit."""
-    minute = now // 60
-    taken = db.update_if(
-        get_settings().counters_table,
-        {"pk": f"presign#{resource_id}#{minute}"},
-        "ADD n :one SET #ttl = :ttl",
-        "attribute_not_exists(n) OR n < :limit",
-        {":one": 1, ":limit": PRESIGNS_PER_MINUTE, ":ttl": now + RATE_COUNTER_TTL_SECONDS},
-        names={"#ttl": "ttl"},
+    taken = ResourceStore(db, get_settings()).take_slot(
+        f"presign#{resource_id}#{now // 60}", PRESIGNS_PER_MINUTE, now + RATE_COUNTER_TTL_SECONDS
     )
     if not taken:
         retry_after = str(60 - now % 60)

@@ -7,14 +7,13 @@ Received headers and bodies are customer data and are never logged.
 
 from __future__ import annotations
 
-import hmac
 import time
 from typing import TYPE_CHECKING, Any
 
 from chalice.app import Blueprint, Request
 
 from chalicelib import errors
-from chalicelib.models import Kind, Resource, Status
+from chalicelib.models import Kind, Resource
 from chalicelib.routes.requests import caller
 from chalicelib.tiers import get_tier
 
@@ -46,17 +45,12 @@ def _resource(token: str) -> Resource:
     """The live webhook resource of ``token``, or 404."""
     from chalicelib.config import get_settings
     from chalicelib.deps import get_dynamo
-    from chalicelib.service import resource_id_of
     from chalicelib.store import ResourceStore
 
-    found = ResourceStore(get_dynamo(), get_settings()).get(resource_id_of(token))
-    if (
-        found is None
-        or found.kind is not Kind.WEBHOOK
-        or found.status is not Status.ACTIVE
-        or (found.expires_at is not None and found.expires_at <= time.time())
-        or not hmac.compare_digest(found.token.encode(), token.encode())
-    ):
+    found = ResourceStore(get_dynamo(), get_settings()).live_by_token(
+        token, Kind.WEBHOOK, time.time()
+    )
+    if found is None:
         raise errors.NotFoundError(
             "No webhook inbox has this token (it may have expired).",
             agent_action="Provision a new inbox with POST /webhook/new and use its receive_url.",
