@@ -153,3 +153,10 @@ class RateLimitedError(ApiError):
 
     status = 429
     code = "rate_limited"
+
+
+class PayloadTooLargeError(ApiError):
+    """The received body is larger than the inbox's tier accepts."""
+
+    status = 413
+    code = "payload_too_large"

@@ -20,6 +20,10 @@ class KindLimits:
     max_resources: int | None  # None: no cap on active resources of this kind
     kept_requests: int | None = None  # webhook inboxes: how many received requests are kept
 
+    @property
+    def storage_bytes(self) -> int:
+        return self.storage_mb << 20
+
 
 @dataclass(frozen=True)
 class Tier:

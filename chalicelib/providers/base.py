@@ -41,6 +41,10 @@ class Usage:
     used_bytes: int
     over_quota: bool
 
+    @classmethod
+    def of(cls, tenant: Tenant, used_bytes: int) -> Usage:
+        return cls(tenant.ref, used_bytes, used_bytes > tenant.limits.storage_bytes)
+
 
 @runtime_checkable
 class Enforcer(Protocol):

@@ -30,7 +30,6 @@ from chalicelib.tiers import KindLimits
 SERVER_SELECTION_TIMEOUT_MS = 3000
 CONNECT_TIMEOUT_MS = 3000
 SOCKET_TIMEOUT_MS = 15_000
-MIB = 1024 * 1024
 MECHANISM = "SCRAM-SHA-256"
 # Server error codes: an absent user, and a refused admin login (wrong or removed root).
 USER_NOT_FOUND = 11
@@ -126,7 +125,7 @@ def _used_bytes(client: Client, database: str) -> int:
 
 
 def _usage_of(tenant: Tenant, used_bytes: int) -> Usage:
-    return Usage(tenant.ref, used_bytes, used_bytes > tenant.limits.storage_mb * MIB)
+    return Usage.of(tenant, used_bytes)
 
 
 # -- enforcing -------------------------------------------------------------------------------

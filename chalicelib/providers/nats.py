@@ -41,7 +41,6 @@ CONNECT_TIMEOUT_SECONDS = 3
 REQUEST_TIMEOUT_SECONDS = 3
 MAX_STREAMS = 10
 MAX_CONSUMERS = 100
-MIB = 1 << 20
 _USER_KEY_CONTEXT = b"instanode/nats/user/"
 _NETWORK_ERRORS = (nats.errors.Error, OSError, TimeoutError)
 T = TypeVar("T")
@@ -171,7 +170,7 @@ def account_limits(limits: KindLimits) -> dict[str, int | bool]:
     """The tier's limits as account JWT limits (the server enforces them)."""
     return {
         "conn": limits.connections,
-        "disk_storage": limits.storage_mb * MIB,
+        "disk_storage": limits.storage_bytes,
         "mem_storage": 0,
         "streams": MAX_STREAMS,
         "consumer": MAX_CONSUMERS,

@@ -34,7 +34,6 @@ from chalicelib.tiers import KindLimits
 SOCKET_TIMEOUT_SECONDS = 10
 CONNECT_TIMEOUT_SECONDS = 5
 SCAN_COUNT = 1000
-MIB = 1024 * 1024
 # Deprovisioned users are remembered this long, so a quota pass working from a tenant list read
 # before the delete does not bring the user back (admin-only keys: no tenant pattern matches).
 TOMBSTONE_PREFIX = "instanode:deleted:"
@@ -215,7 +214,7 @@ def _usage_by_namespace(client: redis.Redis, namespaces: Collection[str]) -> dic
 
 
 def _usage_of(tenant: Tenant, used_bytes: int) -> Usage:
-    return Usage(tenant.ref, used_bytes, used_bytes > tenant.limits.storage_mb * MIB)
+    return Usage.of(tenant, used_bytes)
 
 
 # -- enforcing -------------------------------------------------------------------------------

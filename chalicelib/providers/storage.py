@@ -35,7 +35,6 @@ from chalicelib.tiers import KindLimits
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-MIB = 1024 * 1024
 DELETE_BATCH = 1000  # the most keys one DeleteObjects call takes
 MODE = "broker"
 ANONYMOUS_PREFIX = "anon/"  # matched by the bucket's 1-day lifecycle rule
@@ -108,7 +107,7 @@ class StorageProvider:
         usages = []
         for tenant in tenants:
             used = self.usage(backend, tenant.ref)
-            usages.append(Usage(tenant.ref, used, used > tenant.limits.storage_mb * MIB))
+            usages.append(Usage.of(tenant, used))
         return usages
 
     # -- broker mode: short-lived URLs signed for the public endpoint ----------------------

@@ -151,7 +151,7 @@ def _provider() -> StorageProvider:
 
 def _remaining_bytes(provider: StorageProvider, backend: Backend, resource: Resource) -> int:
     """Bytes the resource may still upload; StorageQuotaExceededError when none."""
-    limit = all_tiers()[resource.tier].limits(Kind.STORAGE).storage_mb << 20
+    limit = all_tiers()[resource.tier].limits(Kind.STORAGE).storage_bytes
     used = provider.usage(backend, resource.ref)
     if used >= limit:
         raise errors.StorageQuotaExceededError(

@@ -23,16 +23,8 @@ if TYPE_CHECKING:  # the inbox store loads on the first webhook request only
 bp = Blueprint(__name__)
 
 RECEIVE_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-MIB = 1024 * 1024
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 STORED_GRACE_SECONDS = 86_400  # stored requests outlive an expiring inbox by a day at most
-
-
-class PayloadTooLargeError(errors.ApiError):
-    """The received body is larger than the inbox's tier accepts."""
-
-    status = 413
-    code = "payload_too_large"
 
 
 def _inbox() -> Inbox:
@@ -86,8 +78,8 @@ def receive(token: str) -> dict[str, Any]:
     resource = _resource(token)
     limits = get_tier(resource.tier).limits(Kind.WEBHOOK)
     body = _raw_body(request)
-    if len(body) > limits.storage_mb * MIB:
-        raise PayloadTooLargeError(
+    if len(body) > limits.storage_bytes:
+        raise errors.PayloadTooLargeError(
             f"The body is {len(body)} bytes; this inbox accepts at most {limits.storage_mb} MiB.",
             agent_action="Send a smaller body, or claim the inbox for a tier with a larger limit.",
         )
