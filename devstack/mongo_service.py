@@ -56,16 +56,13 @@ class MongoServer(Service):
         return self._spawn(auth=True).pid
 
     def _spawn(self, auth: bool) -> subprocess.Popen[bytes]:
-        log = open(self.dir / "secantusd.log", "ab")  # noqa: SIM115 (handed to the child)
         cmd = [
             secantusd(),
             *("--host", "127.0.0.1", "--port", str(self.port)),
             *("--storage-path", str(self.data), "--standalone", "--log-level", "WARNING"),
             *(["--auth"] if auth else []),
         ]
-        return subprocess.Popen(
-            cmd, cwd=self.dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        return self.spawn(cmd)
 
     def _create_root(self) -> None:
         import pymongo

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 from chalicelib import natsjwt
@@ -94,14 +93,7 @@ resolver_preload {{
         self.config.chmod(0o600)
 
     def launch(self) -> int:
-        log = open(self.dir / "nats.log", "ab")  # noqa: SIM115 (handed to the child)
-        proc = subprocess.Popen(
-            [_binary(), "-c", str(self.config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return proc.pid
+        return self.spawn([_binary(), "-c", str(self.config)]).pid
 
     def backend(self) -> Backend:
         entry = self.backend_entry()

@@ -9,7 +9,6 @@ live in memory only: a restarted server has lost them until the quota job re-app
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from pathlib import Path
 
 from devstack.services import Service
@@ -40,21 +39,14 @@ class RedisServer(Service):
         )
 
     def launch(self) -> int:
-        log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 (handed to the child)
-        proc = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                str(self.config),
-                *("--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no", "--daemonize", "no"),
-                *("--dir", str(self.dir)),
-            ],
-            cwd=self.dir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return proc.pid
+        cmd = [
+            REDIS_SERVER,
+            str(self.config),
+            *("--port", str(self.port), "--bind", "127.0.0.1"),
+            *("--save", "", "--appendonly", "no", "--daemonize", "no"),
+            *("--dir", str(self.dir)),
+        ]
+        return self.spawn(cmd).pid
 
     def drop_tenants(self) -> None:
         """Remove every tenant ACL user (``u_*``) and tenant key (``t_*``) from this server."""

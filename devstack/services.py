@@ -58,6 +58,17 @@ class Service:
         wait_for_port(self.port, self.name)
         return True
 
+    def spawn(self, cmd: list[str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
+        """Start ``cmd`` in its own session, its output appended to ``<dir>/<name>.log``."""
+        with open(self.dir / f"{self.name}.log", "ab") as log:  # the child keeps its own copy
+            return subprocess.Popen(
+                cmd,
+                cwd=cwd or self.dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
     def down(self) -> None:
         pid = self.pid()
         if pid:
@@ -76,15 +87,8 @@ class Moto(Service):
         self.port = port
 
     def launch(self) -> int:
-        log = open(self.dir / "moto.log", "ab")  # noqa: SIM115 (handed to the child)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "devstack.moto_serial", str(self.port)],
-            cwd=Path(__file__).resolve().parent.parent,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return proc.pid
+        cmd = [sys.executable, "-m", "devstack.moto_serial", str(self.port)]
+        return self.spawn(cmd, cwd=Path(__file__).resolve().parent.parent).pid
 
 
 class Postgres(Service):
