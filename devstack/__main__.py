@@ -11,7 +11,7 @@ import sys
 import threading
 
 from devstack.services import port_open
-from devstack.stack import PROFILES, Stack
+from devstack.stack import Stack, get_profile
 
 JOB_INTERVAL_SECONDS = int(os.environ.get("INSTANODE_JOB_INTERVAL", "60"))
 
@@ -37,13 +37,13 @@ def _jobs_forever(stop: threading.Event) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="devstack")
     parser.add_argument("command", choices=["up", "down", "env", "serve", "run", "reap"])
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="dev")
+    parser.add_argument("--profile", type=get_profile, default="dev", help="dev, test, bench[+N]")
     parser.add_argument("--port", type=int, help="serve on this port instead of the profile's")
     args = parser.parse_args(argv)
-    stack = Stack(PROFILES[args.profile])
+    stack = Stack(args.profile)
     if args.command == "up":
         started = stack.up()
-        print(f"stack '{args.profile}' up; started: {[s.name for s in started] or 'nothing'}")
+        print(f"stack '{stack.profile.name}' up; started: {[s.name for s in started] or 'nothing'}")
     elif args.command == "down":
         stack.stop_api()
         stack.down()
@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
             print(f"export {key}={shlex.quote(value)}")
     elif args.command == "reap":
         if not port_open(stack.profile.moto_port):
-            print(f"the '{args.profile}' stack is not running (`make run` starts it)")
+            print(f"the '{stack.profile.name}' stack is not running (`make run` starts it)")
             return 1
         os.environ.update(stack.env())
         from chalicelib.jobs.reaper import run_reaper

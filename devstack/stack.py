@@ -11,7 +11,7 @@ import json
 import os
 import secrets
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from devstack.mongo_service import MongoServer
@@ -33,6 +33,20 @@ class Profile:
     nats_port: int
     mongo_port: int
 
+    def shifted(self, offset: int) -> Profile:
+        """The same profile on every port + ``offset``, with its own state (``<name>+<offset>``):
+        a second test run beside the first, e.g. ``INSTANODE_TEST_PROFILE=test+100``."""
+        return replace(
+            self,
+            name=f"{self.name}+{offset}",
+            api_port=self.api_port + offset,
+            moto_port=self.moto_port + offset,
+            postgres_ports=tuple(p + offset for p in self.postgres_ports),
+            redis_port=self.redis_port + offset,
+            nats_port=self.nats_port + offset,
+            mongo_port=self.mongo_port + offset,
+        )
+
 
 PROFILES = {
     "dev": Profile("dev", 8000, 4566, (5433,), redis_port=6380, nats_port=4223, mongo_port=27018),
@@ -43,6 +57,14 @@ PROFILES = {
         "bench", 28000, 24566, (25433, 25434), redis_port=26379, nats_port=24222, mongo_port=27019
     ),
 }
+
+
+def get_profile(name: str) -> Profile:
+    """A profile by name: ``dev``, ``test``, ``bench``, or one of them shifted (``test+100``)."""
+    base, _, offset = name.partition("+")
+    if base not in PROFILES or (offset and not offset.isdigit()):
+        raise ValueError(f"unknown profile {name!r}: use dev, test or bench, optionally +<offset>")
+    return PROFILES[base].shifted(int(offset)) if offset else PROFILES[base]
 
 
 class Stack:

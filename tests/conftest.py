@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import os
 import random
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -11,7 +12,7 @@ from urllib.parse import urlsplit
 import pg8000.native
 import pytest
 
-from devstack.stack import PROFILES, Stack
+from devstack.stack import Profile, Stack, get_profile
 
 _subnets = itertools.count(random.randrange(1, 50_000))
 
@@ -22,9 +23,14 @@ def fresh_ip() -> str:
     return str(ipaddress.IPv4Address(0x0A000000 + (n % 65_536) * 256 + 7))
 
 
+def stack_profile() -> Profile:
+    """``test``, or another run's own ports and state with ``INSTANODE_TEST_PROFILE=test+100``."""
+    return get_profile(os.environ.get("INSTANODE_TEST_PROFILE", "test"))
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    stack = Stack(PROFILES["test"])
+    stack = Stack(stack_profile())
     started = stack.up()
     stack.reset()  # every run starts from empty tables and servers, however often it runs
     yield stack

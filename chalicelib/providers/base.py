@@ -46,6 +46,33 @@ class Usage:
         return cls(tenant.ref, used_bytes, used_bytes > tenant.limits.storage_bytes)
 
 
+@dataclass(frozen=True)
+class Rotated:
+    """New credentials for a live resource; ``ref`` differs when the principal was replaced."""
+
+    ref: BackendRef
+    credentials: Credentials
+
+
+@runtime_checkable
+class Rotator(Protocol):
+    """Implemented by providers whose resources carry backend credentials (a password, a key)."""
+
+    def rotate(self, backend: Backend, tenant: Tenant) -> Rotated:
+        """Issue new credentials: from now on the old ones are refused and sessions opened with
+        them are closed. ``Rotated.credentials.stored`` replaces what the record keeps."""
+        ...
+
+
+@runtime_checkable
+class Resizer(Protocol):
+    """Implemented by providers whose backend enforces limits set when the resource was made."""
+
+    def resize(self, backend: Backend, tenant: Tenant) -> None:
+        """Apply ``tenant.limits`` to the live resource (e.g. after its team changed tier)."""
+        ...
+
+
 @runtime_checkable
 class Enforcer(Protocol):
     """Implemented by providers whose backend does not enforce tier limits by itself."""

@@ -17,9 +17,10 @@ from chalicelib.providers.base import BackendDownError, Tenant
 from chalicelib.providers.mongodb import MongoProvider
 from chalicelib.tiers import KindLimits
 from devstack.mongo_service import MongoServer
-from devstack.stack import PROFILES, Stack
+from devstack.stack import Stack
+from tests.conftest import stack_profile
 
-HOST = f"127.0.0.1:{PROFILES['test'].mongo_port}"
+HOST = f"127.0.0.1:{stack_profile().mongo_port}"
 LIMITS = KindLimits(storage_mb=5, connections=10, max_resources=1)
 SMALL = KindLimits(storage_mb=1, connections=10, max_resources=1)
 UNAUTHORIZED = 13

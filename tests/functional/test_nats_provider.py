@@ -23,7 +23,8 @@ from chalicelib.providers.base import BackendDownError
 from chalicelib.providers.nats import NatsError, NatsProvider
 from chalicelib.tiers import KindLimits
 from devstack.nats_service import NatsServer
-from devstack.stack import PROFILES, Stack
+from devstack.stack import Stack
+from tests.conftest import stack_profile
 from tests.functional.nats_fixtures import (
     LIMITS,
     MIB,
@@ -81,7 +82,7 @@ def test_encode_signs_with_the_issuer_key() -> None:
 
 def test_provision_returns_credentials_in_the_spec_shape(tenant: MakeTenant) -> None:
     ref, creds = tenant()
-    assert creds.connection_url == f"nats://127.0.0.1:{PROFILES['test'].nats_port}"
+    assert creds.connection_url == f"nats://127.0.0.1:{stack_profile().nats_port}"
     assert creds.extra["auth_mode"] == "isolated"
     assert creds.extra["subject_prefix"].startswith("q_")
     assert set(creds.extra["credentials"]) == {"nats_jwt", "nats_nkey", "creds_file"}

@@ -15,10 +15,11 @@ from chalicelib.providers.base import BackendDownError, Tenant
 from chalicelib.providers.redis import RedisProvider
 from chalicelib.tiers import KindLimits
 from devstack.redis_service import RedisServer
-from devstack.stack import PROFILES, Stack
+from devstack.stack import Stack
+from tests.conftest import stack_profile
 from tests.functional.redis_fixtures import LIMITS, connect, key
 
-HOST = f"127.0.0.1:{PROFILES['test'].redis_port}"
+HOST = f"127.0.0.1:{stack_profile().redis_port}"
 
 REDIS_CLI = "/usr/bin/redis-cli"
 

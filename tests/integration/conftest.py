@@ -31,7 +31,7 @@ def api(stack: Stack) -> Iterator[str]:
     env = {**os.environ, **stack.env(), "INSTANODE_PUBLIC_BASE_URL": base}
     log = open(stack.state / "api-integration.log", "wb")  # noqa: SIM115
     server = subprocess.Popen(
-        [sys.executable, "-m", "devstack", "serve", "--profile", "test", "--port", str(port)],
+        [sys.executable, "-m", "devstack", "serve", "--profile", stack.profile.name, "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -50,7 +50,7 @@ def api(stack: Stack) -> Iterator[str]:
 def _wait_healthy(base: str, server: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        assert server.poll() is None, "the API server exited; see .state/test/api-integration.log"
+        assert server.poll() is None, "the API server exited; see api-integration.log in the stack state dir"
         try:
             if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
                 return
