@@ -2,7 +2,8 @@
 
 Profiles: ``dev`` (``make run``: API on :8000, moto on :4566, one Postgres), ``test``
 (``make test``: other ports, two Postgres backends) and ``bench`` (``make bench``), so all three
-can run side by side without touching each other's data. Each has one Redis and one NATS server.
+can run side by side without touching each other's data. Each has one Redis and one NATS server,
+and an SMTP server that keeps every message as a file (``stack.smtp.wait_for(address)``).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from devstack.mongo_service import MongoServer
 from devstack.nats_service import NatsServer
 from devstack.redis_service import RedisServer
 from devstack.services import Moto, Postgres, Service, stop_process
+from devstack.smtp_service import SmtpServer
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
+MAIL_FROM = "instanode <noreply@instanode.localhost>"
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class Profile:
     redis_port: int
     nats_port: int
     mongo_port: int
+    smtp_port: int
 
     def shifted(self, offset: int) -> Profile:
         """The same profile on every port + ``offset``, with its own state (``<name>+<offset>``):
@@ -45,16 +49,40 @@ class Profile:
             redis_port=self.redis_port + offset,
             nats_port=self.nats_port + offset,
             mongo_port=self.mongo_port + offset,
+            smtp_port=self.smtp_port + offset,
         )
 
 
 PROFILES = {
-    "dev": Profile("dev", 8000, 4566, (5433,), redis_port=6380, nats_port=4223, mongo_port=27018),
+    "dev": Profile(
+        "dev",
+        8000,
+        4566,
+        (5433,),
+        redis_port=6380,
+        nats_port=4223,
+        mongo_port=27018,
+        smtp_port=2525,
+    ),
     "test": Profile(
-        "test", 18000, 14566, (15433, 15434), redis_port=16379, nats_port=14222, mongo_port=17017
+        "test",
+        18000,
+        14566,
+        (15433, 15434),
+        redis_port=16379,
+        nats_port=14222,
+        mongo_port=17017,
+        smtp_port=12525,
     ),
     "bench": Profile(
-        "bench", 28000, 24566, (25433, 25434), redis_port=26379, nats_port=24222, mongo_port=27019
+        "bench",
+        28000,
+        24566,
+        (25433, 25434),
+        redis_port=26379,
+        nats_port=24222,
+        mongo_port=27019,
+        smtp_port=22525,
     ),
 }
 
@@ -81,10 +109,11 @@ class Stack:
         self.redis = RedisServer(self.state, profile.redis_port, self._secrets["redis_password"])
         self.nats = NatsServer(self.state, profile.nats_port)
         self.mongo = MongoServer(self.state, profile.mongo_port, self._secrets["mongo_password"])
+        self.smtp = SmtpServer(self.state, profile.smtp_port)
 
     @property
     def services(self) -> list[Service]:
-        return [self.moto, *self.postgres, self.redis, self.nats, self.mongo]
+        return [self.moto, *self.postgres, self.redis, self.nats, self.mongo, self.smtp]
 
     @property
     def tenant_servers(self) -> list[Postgres | RedisServer | NatsServer | MongoServer]:
@@ -120,13 +149,15 @@ class Stack:
         self.api_pidfile.unlink(missing_ok=True)
 
     def reset(self) -> None:
-        """Start from empty: wipe moto's state and every tenant on the servers, re-create tables."""
+        """Start from empty: wipe moto's state, every tenant on the servers and every received mail;
+        re-create tables."""
         import urllib.request
 
         url = f"http://127.0.0.1:{self.profile.moto_port}/moto-api/reset"
         urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10).close()
         for server in self.tenant_servers:
             server.drop_tenants()
+        self.smtp.clear()
         from devstack.aws import ensure_aws_resources
 
         ensure_aws_resources(self.env())
@@ -163,6 +194,8 @@ class Stack:
             "INSTANODE_STORAGE_BACKENDS": json.dumps([self._storage_backend()]),
             # chalice local reports every caller as 127.0.0.1: trust it to forward the real one.
             "INSTANODE_TRUSTED_PROXIES": "127.0.0.1/32",
+            "INSTANODE_MAIL_URL": self.smtp.url,
+            "INSTANODE_MAIL_FROM": MAIL_FROM,
         }
 
     def _storage_backend(self) -> dict[str, str]:
