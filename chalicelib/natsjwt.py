@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import os
 import time
@@ -28,6 +29,7 @@ _PREFIX: dict[Role, int] = {
 _HEADER = b'{"typ":"JWT","alg":"ed25519-nkey"}'
 UNLIMITED = -1
 ALL_USERS = "*"  # a revocations key: every user issued at or before the timestamp
+_USER_KEY_CONTEXT = b"instanode/nats/user/"
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,48 @@ def account_jwt(
     if revocations:
         nats["revocations"] = dict(revocations)
     return encode({"sub": account, "name": name, "nats": nats}, operator)
+
+
+def tombstone_jwt(operator: KeyPair, account: str) -> str:
+    """``account`` being removed: no connections, every user revoked (live clients drop at once),
+    JetStream still on so its data can be purged."""
+    return account_jwt(
+        operator,
+        account,
+        "deleted",
+        {"conn": 0, "disk_storage": 1},
+        revocations={ALL_USERS: int(time.time())},
+    )
+
+
+def derived_user(signing: KeyPair, account: str, generation: int = 0) -> KeyPair:
+    """The user key of ``account`` and ``generation``, made from ``signing``'s seed (HMAC): only
+    its holder can rebuild it. Generation 0 is derived as before generations existed."""
+    suffix = f"/{generation}".encode() if generation else b""
+    raw = hmac.new(signing.seed.encode(), _USER_KEY_CONTEXT + account.encode() + suffix, "sha256")
+    return KeyPair.new("user", raw.digest())
+
+
+def tenant_account_jwt(
+    operator: KeyPair,
+    signing: KeyPair,
+    account: str,
+    name: str,
+    limits: Mapping[str, int | bool],
+    generation: int,
+) -> str:
+    """An account whose users ``signing`` issues, with the derived users of every generation
+    before ``generation`` revoked: the server refuses them and drops their live connections."""
+    now = int(time.time())
+    earlier = (derived_user(signing, account, g).public_key for g in range(generation))
+    return account_jwt(
+        operator,
+        account,
+        name,
+        limits,
+        signing_keys=[signing.public_key],
+        revocations={user: now for user in earlier},
+    )
 
 
 def user_jwt(

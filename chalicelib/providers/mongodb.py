@@ -10,6 +10,10 @@ MongoDB enforces neither storage quotas nor per-user connection limits: ``enforc
 (finds and drops stay possible through the admin-side cleanup; inserts and updates fail) until
 they are back under it. The connection limit is reported to the agent, not enforced here.
 Users live in the server's persistent store, so a restart loses nothing to re-apply.
+
+Rotation sets a new password with ``updateUser``: new logins with the old one fail at once, but
+a connection keeps the login it made (SecantusDB, like mongod for a password change), so a live
+session is not closed.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import pymongo
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from chalicelib.models import Backend, BackendRef, Credentials, Kind
-from chalicelib.providers.base import BackendDownError, Tenant, Usage, opaque_ref
+from chalicelib.providers.base import BackendDownError, Rotated, Tenant, Usage, opaque_ref
 from chalicelib.tiers import KindLimits
 
 SERVER_SELECTION_TIMEOUT_MS = 3000
@@ -66,12 +70,15 @@ class MongoProvider:
             except Exception:
                 _forget_user(client, ref)  # the reply may have been lost after the user was made
                 raise
-        return Credentials(
-            connection_url=_url(ref, password, backend.public_host),
-            internal_url=_url(ref, password, backend.internal_host),
-            extra={},
-            stored={},
-        )
+        return _credentials(backend, ref, password)
+
+    def rotate(self, backend: Backend, tenant: Tenant) -> Rotated:
+        ref, password = tenant.ref, secrets.token_urlsafe(24)
+        with admin_client(backend) as client:
+            client[ref.namespace].command(
+                "updateUser", ref.principal, pwd=password, mechanisms=[MECHANISM]
+            )
+        return Rotated(ref, _credentials(backend, ref, password))
 
     def deprovision(self, backend: Backend, ref: BackendRef) -> None:
         with admin_client(backend) as client:
@@ -97,6 +104,15 @@ class MongoProvider:
                 usages.append(usage)
                 _apply_roles(client, tenant.ref, roles.get(tenant.ref.principal), usage)
         return usages
+
+
+def _credentials(backend: Backend, ref: BackendRef, password: str) -> Credentials:
+    return Credentials(
+        connection_url=_url(ref, password, backend.public_host),
+        internal_url=_url(ref, password, backend.internal_host),
+        extra={},
+        stored={},
+    )
 
 
 def _url(ref: BackendRef, password: str, host: str) -> str:

@@ -9,8 +9,14 @@ Keys, and what is stored where:
 - the operator signs account JWTs (pushed with ``$SYS.REQ.CLAIMS.UPDATE`` as the system user);
 - every account lists the platform's signing key, which issues its users (``issuer_account``),
   so no per-account seed exists anywhere;
-- the user's seed is derived from the signing seed and the account (HMAC), so the ``BackendRef``
-  (written before provisioning) holds only public keys and provisioning can rebuild the seed.
+- the user's seed is derived from the signing seed, the account and a generation (HMAC), so the
+  ``BackendRef`` (written before provisioning) holds only public keys and provisioning can
+  rebuild the seed; the record keeps the generation (``Credentials.stored``).
+
+Rotation issues the user of the next generation and re-issues the account with every earlier
+generation's user revoked (``revocations``): their logins are refused and live connections drop.
+Resizing re-issues the account with the new limits and the same revocations. Neither brings back
+an account that was removed.
 
 Removal: push a tombstone JWT for the account (no connections, every user revoked: live clients
 drop at once), purge its JetStream data as the system account (``$JS.API.ACCOUNT.PURGE``), then
@@ -20,9 +26,8 @@ delete it (``$SYS.REQ.CLAIMS.DELETE``). Each step succeeds for an account that i
 from __future__ import annotations
 
 import asyncio
-import hmac
+import dataclasses
 import json
-import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -34,14 +39,14 @@ from nats.aio.client import Client, RawCredentials
 from chalicelib import natsjwt
 from chalicelib.models import Backend, BackendRef, Credentials, Kind
 from chalicelib.natsjwt import KeyPair
-from chalicelib.providers.base import BackendDownError
+from chalicelib.providers.base import BackendDownError, Rotated, Tenant
 from chalicelib.tiers import KindLimits
 
 CONNECT_TIMEOUT_SECONDS = 3
 REQUEST_TIMEOUT_SECONDS = 3
 MAX_STREAMS = 10
 MAX_CONSUMERS = 100
-_USER_KEY_CONTEXT = b"instanode/nats/user/"
+USER_GENERATION = "user_generation"  # the key of Credentials.stored
 _NETWORK_ERRORS = (nats.errors.Error, OSError, TimeoutError)
 T = TypeVar("T")
 
@@ -73,10 +78,20 @@ class NatsAdmin:
             system_creds=natsjwt.creds_file(s["system_user_jwt"], s["system_user_seed"]),
         )
 
-    def user_key(self, account: str) -> KeyPair:
-        """The account's user, derived: only the holder of the signing seed can rebuild it."""
-        raw = hmac.new(self.signing.seed.encode(), _USER_KEY_CONTEXT + account.encode(), "sha256")
-        return KeyPair.new("user", raw.digest())
+    def user_key(self, account: str, generation: int = 0) -> KeyPair:
+        """The account's user of ``generation`` (0 at provisioning, one more per rotation)."""
+        return natsjwt.derived_user(self.signing, account, generation)
+
+    def account_jwt(self, ref: BackendRef, limits: KindLimits, generation: int) -> str:
+        """The tenant's account, the users of every generation before ``generation`` revoked."""
+        return natsjwt.tenant_account_jwt(
+            self.operator,
+            self.signing,
+            ref.namespace,
+            subject_prefix(ref),
+            account_limits(limits),
+            generation,
+        )
 
 
 class NatsProvider:
@@ -89,30 +104,23 @@ class NatsProvider:
 
     def provision(self, backend: Backend, ref: BackendRef, limits: KindLimits) -> Credentials:
         admin = NatsAdmin.of(backend)
-        user = admin.user_key(ref.namespace)
-        if user.public_key != ref.principal:
-            raise NatsError(f"user key of {ref.namespace} does not match (signing key changed?)")
-        account_jwt = natsjwt.account_jwt(
-            admin.operator,
-            ref.namespace,
-            subject_prefix(ref),
-            account_limits(limits),
-            signing_keys=[admin.signing.public_key],
-        )
-        user_jwt = natsjwt.user_jwt(
-            admin.signing, user.public_key, subject_prefix(ref), issuer_account=ref.namespace
-        )
-        creds = natsjwt.creds_file(user_jwt, user.seed)
-        _run(_create(admin, ref.namespace, account_jwt, creds))
-        return Credentials(
-            connection_url=_nats_url(backend.public_host),
-            internal_url=_nats_url(backend.internal_host),
-            extra={
-                "credentials": {"nats_jwt": user_jwt, "nats_nkey": user.seed, "creds_file": creds},
-                "subject_prefix": subject_prefix(ref),
-                "auth_mode": "isolated",
-            },
-        )
+        credentials = _credentials(backend, admin, ref, 0)
+        creds = credentials.extra["credentials"]["creds_file"]
+        _run(_create(admin, ref.namespace, admin.account_jwt(ref, limits, 0), creds))
+        return credentials
+
+    def rotate(self, backend: Backend, tenant: Tenant) -> Rotated:
+        admin = NatsAdmin.of(backend)
+        generation = _generation(admin, tenant) + 1
+        user = admin.user_key(tenant.ref.namespace, generation)
+        ref = dataclasses.replace(tenant.ref, principal=user.public_key)
+        _run(_reissue(admin, ref, admin.account_jwt(ref, tenant.limits, generation)))
+        return Rotated(ref, _credentials(backend, admin, ref, generation))
+
+    def resize(self, backend: Backend, tenant: Tenant) -> None:
+        admin = NatsAdmin.of(backend)
+        account_jwt = admin.account_jwt(tenant.ref, tenant.limits, _generation(admin, tenant))
+        _run(_reissue(admin, tenant.ref, account_jwt))
 
     def deprovision(self, backend: Backend, ref: BackendRef) -> None:
         admin = NatsAdmin.of(backend)
@@ -190,6 +198,42 @@ def _nats_url(host: str) -> str:
     return host if "://" in host else f"nats://{host}"
 
 
+def _user(admin: NatsAdmin, ref: BackendRef, generation: int) -> KeyPair:
+    """The user of ``generation``, which must be ``ref.principal`` (else the signing key changed,
+    or the record's generation is not the server's: earlier users would escape revocation)."""
+    user = admin.user_key(ref.namespace, generation)
+    if user.public_key != ref.principal:
+        raise NatsError(f"user key of {ref.namespace} does not match (signing key changed?)")
+    return user
+
+
+def _generation(admin: NatsAdmin, tenant: Tenant) -> int:
+    """The generation of the tenant's current user (records made before rotation have none: 0)."""
+    generation = int(tenant.stored.get(USER_GENERATION, "0"))
+    _user(admin, tenant.ref, generation)
+    return generation
+
+
+def _credentials(
+    backend: Backend, admin: NatsAdmin, ref: BackendRef, generation: int
+) -> Credentials:
+    user = _user(admin, ref, generation)
+    user_jwt = natsjwt.user_jwt(
+        admin.signing, user.public_key, subject_prefix(ref), issuer_account=ref.namespace
+    )
+    creds = natsjwt.creds_file(user_jwt, user.seed)
+    return Credentials(
+        connection_url=_nats_url(backend.public_host),
+        internal_url=_nats_url(backend.internal_host),
+        extra={
+            "credentials": {"nats_jwt": user_jwt, "nats_nkey": user.seed, "creds_file": creds},
+            "subject_prefix": subject_prefix(ref),
+            "auth_mode": "isolated",
+        },
+        stored={USER_GENERATION: str(generation)},
+    )
+
+
 # -- the admin protocol ---------------------------------------------------------------------
 async def _create(admin: NatsAdmin, account: str, account_jwt: str, creds: str) -> None:
     """Push the account, then prove JetStream works for its user; on failure remove it again."""
@@ -201,6 +245,25 @@ async def _create(admin: NatsAdmin, account: str, account_jwt: str, creds: str) 
             with suppress(Exception):
                 await remove_account(nc, admin, account)
             raise
+
+
+async def _reissue(admin: NatsAdmin, ref: BackendRef, account_jwt: str) -> None:
+    """Push a new JWT for a live account; a removed one (no JWT, or its tombstone) stays removed."""
+    async with connect(admin.url, admin.system_creds) as nc:
+        current = await _guard(_lookup(nc, ref.namespace), ref.namespace)
+        if not current or natsjwt.decode(current).get("name") != subject_prefix(ref):
+            raise NatsError(f"account {ref.namespace} was removed")
+        await push_claims(nc, "$SYS.REQ.CLAIMS.UPDATE", account_jwt)
+
+
+async def _lookup(nc: Client, account: str) -> str:
+    """The account's JWT in the server's resolver, or "" when it holds none (then nats-server 2.9
+    does not answer: the lookup times out)."""
+    subject = f"$SYS.REQ.ACCOUNT.{account}.CLAIMS.LOOKUP"
+    try:
+        return (await nc.request(subject, b"", timeout=REQUEST_TIMEOUT_SECONDS)).data.decode()
+    except nats.errors.TimeoutError:
+        return ""
 
 
 async def _check_tenant(url: str, creds: str) -> None:
@@ -216,14 +279,7 @@ async def _check_tenant(url: str, creds: str) -> None:
 
 
 async def remove_account(nc: Client, admin: NatsAdmin, account: str) -> None:
-    tombstone = natsjwt.account_jwt(
-        admin.operator,
-        account,
-        "deleted",
-        {"conn": 0, "disk_storage": 1},  # JetStream stays on for the purge
-        revocations={natsjwt.ALL_USERS: int(time.time())},
-    )
-    await push_claims(nc, "$SYS.REQ.CLAIMS.UPDATE", tombstone)
+    await push_claims(nc, "$SYS.REQ.CLAIMS.UPDATE", natsjwt.tombstone_jwt(admin.operator, account))
     purged = await admin_request(nc, f"$JS.API.ACCOUNT.PURGE.{account}")
     if not purged.get("initiated"):
         raise NatsError(f"purge of {account} refused: {purged.get('error', purged)}")

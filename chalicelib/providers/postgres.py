@@ -6,6 +6,11 @@ extension for the vector kind; it is not a trusted extension, so the admin insta
 The public schema belongs to ``pg_database_owner`` (Postgres >= 15), hence to the tenant.
 CONNECT and TEMPORARY on the new database are revoked from PUBLIC, so no other tenant's role
 can open it. Passwords reach the server as SCRAM verifiers, never in plain text.
+
+Rotation sets a new verifier (new logins with the old password fail at once), then terminates
+every session of the role (waiting up to ``TERMINATE_WAIT_MS`` for them to end). Resizing sets
+the role's connection limit: Postgres checks it at login, so sessions already open beyond a
+lowered limit stay until they close.
 """
 
 from __future__ import annotations
@@ -26,12 +31,13 @@ import pg8000.native
 from pg8000.exceptions import DatabaseError, InterfaceError
 
 from chalicelib.models import Backend, BackendRef, Credentials, Kind
-from chalicelib.providers.base import BackendDownError, opaque_ref
+from chalicelib.providers.base import BackendDownError, Rotated, Tenant, opaque_ref
 from chalicelib.tiers import KindLimits
 
 MIN_SERVER_VERSION = 150000
 CONNECT_TIMEOUT_SECONDS = 5
 SCRAM_ITERATIONS = 4096
+TERMINATE_WAIT_MS = 5000
 _EXTENSIONS: dict[Kind, tuple[str, ...]] = {Kind.POSTGRES: (), Kind.VECTOR: ("vector",)}
 
 
@@ -65,10 +71,28 @@ class PostgresProvider:
             except Exception:
                 _drop(conn, ref)
                 raise
-        return Credentials(
-            connection_url=_url(ref, password, backend.public_host),
-            internal_url=_url(ref, password, backend.internal_host),
-        )
+        return _credentials(backend, ref, password)
+
+    def rotate(self, backend: Backend, tenant: Tenant) -> Rotated:
+        ref, password = tenant.ref, secrets.token_urlsafe(24)
+        with admin_connection(backend) as conn:
+            conn.run(
+                f"ALTER ROLE {_ident(ref.principal)} "
+                f"PASSWORD {pg8000.native.literal(scram_verifier(password))}"
+            )
+            conn.run(
+                "SELECT pg_terminate_backend(pid, :wait) FROM pg_stat_activity WHERE usename = :r",
+                wait=TERMINATE_WAIT_MS,
+                r=ref.principal,
+            )
+        return Rotated(ref, _credentials(backend, ref, password))
+
+    def resize(self, backend: Backend, tenant: Tenant) -> None:
+        with admin_connection(backend) as conn:
+            conn.run(
+                f"ALTER ROLE {_ident(tenant.ref.principal)} "
+                f"CONNECTION LIMIT {int(tenant.limits.connections)}"
+            )
 
     def deprovision(self, backend: Backend, ref: BackendRef) -> None:
         with admin_connection(backend) as conn:
@@ -116,6 +140,13 @@ def _drop(conn: Any, ref: BackendRef) -> None:
 
 def _ident(name: str) -> str:
     return str(pg8000.native.identifier(name))
+
+
+def _credentials(backend: Backend, ref: BackendRef, password: str) -> Credentials:
+    return Credentials(
+        connection_url=_url(ref, password, backend.public_host),
+        internal_url=_url(ref, password, backend.internal_host),
+    )
 
 
 def _url(ref: BackendRef, password: str, host: str) -> str:

@@ -10,6 +10,10 @@ server's memory and the quota pass re-applies them after a restart.
 Redis enforces neither storage nor per-user connection limits: ``enforce`` measures every tenant
 in one SCAN pass, takes writes (but not deletes) away from tenants over their storage limit and
 closes connections beyond their budget.
+
+Rotation replaces the digest (new logins with the old password fail) and closes every connection
+of the user. The user comes back writable: a tenant over its limit loses writes again at the next
+quota pass. A user deprovisioned since (its tombstone is there) is not brought back.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from chalicelib.models import Backend, BackendRef, Credentials, Kind
-from chalicelib.providers.base import BackendDownError, Tenant, Usage, opaque_ref
+from chalicelib.providers.base import BackendDownError, Rotated, Tenant, Usage, opaque_ref
 from chalicelib.tiers import KindLimits
 
 SOCKET_TIMEOUT_SECONDS = 10
@@ -125,12 +129,22 @@ class RedisProvider:
             except Exception:
                 _forget_user(client, ref)  # the reply may have been lost after the user was made
                 raise
-        return Credentials(
-            connection_url=_url(ref, password, backend.public_host),
-            internal_url=_url(ref, password, backend.internal_host),
-            extra={"key_prefix": f"{ref.namespace}:"},
-            stored={"acl_digest": digest},
-        )
+        return _credentials(backend, ref, password)
+
+    def rotate(self, backend: Backend, tenant: Tenant) -> Rotated:
+        ref, password = tenant.ref, secrets.token_urlsafe(24)
+        tombstone = f"{TOMBSTONE_PREFIX}{ref.principal}"
+
+        def replace_password(pipe: redis.client.Pipeline) -> None:
+            if pipe.exists(tombstone):
+                raise LookupError(f"Redis user {ref.principal} was deprovisioned")
+            pipe.multi()
+            _set_user(pipe, ref, password_digest(password), writable=True)
+            pipe.client_kill_filter(user=ref.principal)
+
+        with admin_client(backend) as client:  # atomic against a deprovision (its tombstone)
+            client.transaction(replace_password, tombstone)
+        return Rotated(ref, _credentials(backend, ref, password))
 
     def deprovision(self, backend: Backend, ref: BackendRef) -> None:
         with admin_client(backend) as client:
@@ -157,6 +171,15 @@ class RedisProvider:
             _apply_acls(client, tenants, usages)
             _hold_connection_budgets(client, tenants)
         return usages
+
+
+def _credentials(backend: Backend, ref: BackendRef, password: str) -> Credentials:
+    return Credentials(
+        connection_url=_url(ref, password, backend.public_host),
+        internal_url=_url(ref, password, backend.internal_host),
+        extra={"key_prefix": f"{ref.namespace}:"},
+        stored={"acl_digest": password_digest(password)},
+    )
 
 
 def _url(ref: BackendRef, password: str, host: str) -> str:
