@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
 
-.PHONY: run stop reap test lint tf-check unit bench clean
+.PHONY: run stop reap tier test lint tf-check unit bench clean
 
 # Debian packages the local stack runs (the servers start as private instances on their own ports).
 SYSTEM_BINARIES := /usr/bin/redis-server /usr/sbin/nats-server
@@ -27,6 +27,10 @@ stop:
 
 reap: $(STAMP)
 	$(BIN)/python -m devstack reap --profile dev
+
+# Move a team to a tier on the dev stack, e.g. `make tier EMAIL=you@example.com TIER=hobby`.
+tier: $(STAMP)
+	eval "$$($(BIN)/python -m devstack env --profile dev)" && $(BIN)/python -m chalicelib.admin set-tier --email '$(EMAIL)' --tier '$(TIER)'
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -5,7 +5,18 @@ from __future__ import annotations
 from chalice.app import Chalice, Rate
 
 from chalicelib.envelope import envelope
-from chalicelib.routes import docs, meta, provision, storage, webhooks
+from chalicelib.routes import (
+    api,
+    auth,
+    billing,
+    claim,
+    docs,
+    meta,
+    pages,
+    provision,
+    storage,
+    webhooks,
+)
 
 app = Chalice(app_name="instanode")
 # Real API Gateway passes multipart bodies through intact only when the type is binary.
@@ -14,8 +25,13 @@ app.register_middleware(envelope, "http")
 app.register_blueprint(provision.bp)
 app.register_blueprint(meta.bp)
 app.register_blueprint(docs.bp)
+app.register_blueprint(pages.bp)
 app.register_blueprint(storage.bp)
 app.register_blueprint(webhooks.bp)
+app.register_blueprint(claim.bp)
+app.register_blueprint(auth.bp)
+app.register_blueprint(api.bp)
+app.register_blueprint(billing.bp)
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES))
@@ -24,6 +40,17 @@ def reap_expired(event: object) -> dict[str, int]:
     from chalicelib.jobs.reaper import run_reaper
 
     return run_reaper().as_json()
+
+
+@app.schedule(Rate(5, unit=Rate.MINUTES))
+def deliver_mail(event: object) -> dict[str, int]:
+    """Retry outbox messages the mail server did not accept at once (sign-in links)."""
+    import time
+
+    from chalicelib.deps import get_outbox
+
+    report = get_outbox().retry_pending(int(time.time()))
+    return {"sent": report.sent, "failed": report.failed}
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES))

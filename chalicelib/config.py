@@ -11,7 +11,7 @@ import ipaddress
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -29,6 +29,18 @@ _BACKEND_VARS: dict[Kind, tuple[str, Kind | None]] = {
     Kind.MONGODB: ("INSTANODE_MONGODB_BACKENDS", None),
     Kind.STORAGE: ("INSTANODE_STORAGE_BACKENDS", None),
 }
+
+
+@dataclass(frozen=True)
+class Promo:
+    """A promotion code from INSTANODE_PROMO_CODES (valid_until: an ISO date, exclusive)."""
+
+    code: str
+    discount_percent: int
+    discount_amount_inr: int
+    valid_until: str | None
+
+
 # Webhook inboxes live in the platform's own DynamoDB: one implicit backend.
 WEBHOOK_BACKEND = "inbox"
 
@@ -46,6 +58,11 @@ class Settings:
     backends: Mapping[Kind, tuple[Backend, ...]]
     expiry_shards: int
     provisioning_lease_seconds: int
+    mail_url: str = field(repr=False)  # smtp://host:port, smtps://user:pass@host, or ses:
+    mail_from: str
+    razorpay_webhook_secret: str = field(repr=False)
+    billing_plans: Mapping[str, str]  # billing provider plan id -> tier name
+    promo_codes: Mapping[str, Promo]
 
     @property
     def resources_table(self) -> str:
@@ -62,6 +79,14 @@ class Settings:
     @property
     def webhook_requests_table(self) -> str:
         return f"{self.table_prefix}-webhook-requests"
+
+    @property
+    def accounts_table(self) -> str:
+        return f"{self.table_prefix}-accounts"
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.public_base_url.startswith("https://")
 
     def backends_for(self, kind: Kind) -> tuple[Backend, ...]:
         return self.backends.get(kind, ())
@@ -92,7 +117,50 @@ class Settings:
             backends={**_parse_backends(env), Kind.WEBHOOK: (inbox,)},
             expiry_shards=int(env.get("INSTANODE_EXPIRY_SHARDS", "8")),
             provisioning_lease_seconds=int(env.get("INSTANODE_PROVISIONING_LEASE_SECONDS", "900")),
+            mail_url=env.get("INSTANODE_MAIL_URL", "smtp://127.0.0.1:25"),
+            mail_from=env.get("INSTANODE_MAIL_FROM", "instanode <noreply@instanode.localhost>"),
+            razorpay_webhook_secret=env.get("INSTANODE_RAZORPAY_WEBHOOK_SECRET", ""),
+            billing_plans=_parse_plans(env.get("INSTANODE_BILLING_PLANS", "{}")),
+            promo_codes=_parse_promos(env.get("INSTANODE_PROMO_CODES", "{}")),
         )
+
+
+def _json_object(var: str, raw: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{var} is not valid JSON: {exc.msg}") from exc
+    if not isinstance(value, dict):
+        raise ConfigError(f"{var} must be a JSON object")
+    return value
+
+
+def _parse_plans(raw: str) -> dict[str, str]:
+    plans = _json_object("INSTANODE_BILLING_PLANS", raw)
+    if not all(isinstance(v, str) for v in plans.values()):
+        raise ConfigError("INSTANODE_BILLING_PLANS maps plan ids to tier names (strings)")
+    return plans
+
+
+def _parse_promos(raw: str) -> dict[str, Promo]:
+    """``{"EARLYBIRD": {"discount_percent": 20, "valid_until": "2027-01-01"}, ...}``"""
+    promos: dict[str, Promo] = {}
+    for code, spec in _json_object("INSTANODE_PROMO_CODES", raw).items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"INSTANODE_PROMO_CODES: {code} must map to an object")
+        try:
+            promo = Promo(
+                code=code.upper(),
+                discount_percent=int(spec.get("discount_percent", 0)),
+                discount_amount_inr=int(spec.get("discount_amount_inr", 0)),
+                valid_until=str(spec["valid_until"]) if spec.get("valid_until") else None,
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"INSTANODE_PROMO_CODES: {code}: {exc}") from exc
+        if not 0 <= promo.discount_percent <= 100 or promo.discount_amount_inr < 0:
+            raise ConfigError(f"INSTANODE_PROMO_CODES: {code}: discount out of range")
+        promos[promo.code] = promo
+    return promos
 
 
 def _secret_overrides(env: Mapping[str, str]) -> dict[str, str]:

@@ -16,7 +16,14 @@ from chalicelib.service import ProvisionService
 from chalicelib.tiers import all_tiers
 
 if TYPE_CHECKING:
+    from chalicelib.accounts import AccountStore
+    from chalicelib.auth import Authenticator
+    from chalicelib.billing import BillingService
+    from chalicelib.claims import ClaimService
     from chalicelib.health import Readiness
+    from chalicelib.outbox import Outbox
+    from chalicelib.resources import ResourceService
+    from chalicelib.teams import TeamService
 
 
 @cache
@@ -49,6 +56,81 @@ def get_readiness() -> Readiness:
     return Readiness(checks)
 
 
+# -- accounts (each loads its modules on first use: provisioning cold starts never pay) --------
+@cache
+def get_accounts() -> AccountStore:
+    from chalicelib.accounts import AccountStore
+
+    return AccountStore(get_dynamo(), get_settings().accounts_table)
+
+
+@cache
+def get_authenticator() -> Authenticator:
+    from chalicelib.auth import Authenticator
+    from chalicelib.tokens import Signer
+
+    return Authenticator(Signer(get_settings().jwt_secret), get_accounts())
+
+
+@cache
+def get_outbox() -> Outbox:
+    from chalicelib.accounts import SEAL_LABEL
+    from chalicelib.mail import build_sender
+    from chalicelib.outbox import Outbox
+    from chalicelib.sealing import Sealer
+
+    s = get_settings()
+    sealer = Sealer(s.jwt_secret, SEAL_LABEL)
+    return Outbox(get_dynamo(), s.accounts_table, sealer, build_sender(s.mail_url), s.mail_from)
+
+
+@cache
+def get_teams() -> TeamService:
+    from chalicelib.teams import TeamService
+
+    return TeamService(get_settings(), get_dynamo(), get_accounts(), all_tiers(), get_provider)
+
+
+@cache
+def get_claims() -> ClaimService:
+    from chalicelib.claims import ClaimService
+    from chalicelib.store import ResourceStore
+
+    settings = get_settings()
+    store = ResourceStore(get_dynamo(), settings)
+    return ClaimService(settings, get_accounts(), store, get_teams(), get_outbox)
+
+
+@cache
+def get_resources() -> ResourceService:
+    from chalicelib.resources import ResourceService
+
+    return ResourceService(get_settings(), get_dynamo(), all_tiers(), get_provider)
+
+
+@cache
+def get_billing() -> BillingService:
+    from chalicelib.billing import BillingService
+
+    return BillingService(get_settings(), get_teams())
+
+
+_ACCESSORS = (
+    get_settings,
+    get_dynamo,
+    get_provider,
+    get_service,
+    get_readiness,
+    get_accounts,
+    get_authenticator,
+    get_outbox,
+    get_teams,
+    get_claims,
+    get_resources,
+    get_billing,
+)
+
+
 def reset() -> None:
-    for accessor in (get_settings, get_dynamo, get_provider, get_service, get_readiness):
+    for accessor in _ACCESSORS:
         accessor.cache_clear()

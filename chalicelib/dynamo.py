@@ -90,6 +90,25 @@ def delete(
     return {"Delete": op}
 
 
+def check(
+    table: str,
+    key: Mapping[str, Any],
+    condition: str,
+    values: Mapping[str, Any] | None = None,
+    names: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """A transaction item that writes nothing and cancels the transaction unless ``condition``."""
+    op: dict[str, Any] = {"TableName": table, "Key": to_wire(key)}
+    _add_condition(op, condition, values, names)
+    return {"ConditionCheck": op}
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Item]
+    next_key: Item | None  # pass back as ``start`` for the next page; None on the last one
+
+
 def _add_condition(
     op: dict[str, Any],
     condition: str | None,
@@ -161,6 +180,86 @@ class Dynamo:
             if "LastEvaluatedKey" not in page:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def page(
+        self,
+        table: str,
+        index: str,
+        condition: str,
+        values: Mapping[str, Any],
+        limit: int,
+        start: Mapping[str, Any] | None = None,
+        names: Mapping[str, str] | None = None,
+        newest_first: bool = True,
+    ) -> Page:
+        """One page of a query (for APIs that paginate with a cursor)."""
+        kwargs: dict[str, Any] = {
+            "TableName": table,
+            "IndexName": index,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": to_wire(values),
+            "Limit": limit,
+            "ScanIndexForward": not newest_first,
+        }
+        if names:
+            kwargs["ExpressionAttributeNames"] = dict(names)
+        if start:
+            kwargs["ExclusiveStartKey"] = to_wire(start)
+        out = self.client.query(**kwargs)
+        last = out.get("LastEvaluatedKey")
+        return Page([from_wire(i) for i in out.get("Items", [])], from_wire(last) if last else None)
+
+    def put_if(
+        self,
+        table: str,
+        item: Mapping[str, Any],
+        condition: str,
+        values: Mapping[str, Any] | None = None,
+        names: Mapping[str, str] | None = None,
+    ) -> bool:
+        """A conditional put on its own; False when the condition does not hold."""
+        op = dict(put(table, item, condition, values, names)["Put"])
+        op.pop("ReturnValuesOnConditionCheckFailure", None)
+        try:
+            self.client.put_item(**op)
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def take(
+        self,
+        table: str,
+        key: Mapping[str, Any],
+        condition: str,
+        values: Mapping[str, Any] | None = None,
+        names: Mapping[str, str] | None = None,
+    ) -> Item | None:
+        """Delete an item if ``condition`` holds and return it: a single-use read (None when it
+        was absent or the condition failed, e.g. a link already used or expired)."""
+        op = dict(delete(table, key, condition, values, names)["Delete"])
+        op.pop("ReturnValuesOnConditionCheckFailure", None)
+        try:
+            out = self.client.delete_item(**op, ReturnValues="ALL_OLD")
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return None
+        return from_wire(out["Attributes"]) if "Attributes" in out else None
+
+    def put_item(self, table: str, item: Mapping[str, Any]) -> None:
+        self.client.put_item(TableName=table, Item=to_wire(item))
+
+    def update_item(
+        self,
+        table: str,
+        key: Mapping[str, Any],
+        expression: str,
+        values: Mapping[str, Any],
+        names: Mapping[str, str] | None = None,
+    ) -> None:
+        op = dict(update(table, key, expression, values, names=names)["Update"])
+        self.client.update_item(**op)
+
+    def delete_item(self, table: str, key: Mapping[str, Any]) -> None:
+        self.client.delete_item(TableName=table, Key=to_wire(key))
 
     def update_if(
         self,

@@ -160,3 +160,62 @@ class PayloadTooLargeError(ApiError):
 
     status = 413
     code = "payload_too_large"
+
+
+class InvalidEmailFormatError(BadRequestError):
+    """The email is not a deliverable-looking RFC 5322 address."""
+
+    code = "invalid_email_format"
+
+
+class InvalidTokenError(BadRequestError):
+    """A claim or upgrade token that is malformed, tampered with, expired or of another type."""
+
+    code = "invalid_token"
+
+
+class UnauthorizedError(ApiError):
+    """No valid session or API token came with the request."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class ForbiddenError(ApiError):
+    """The credential is valid but lacks the scope this route needs."""
+
+    status = 403
+    code = "insufficient_scope"
+
+
+class SessionNotFoundError(NotFoundError):
+    """No CLI device-flow session with this id."""
+
+    code = "session_not_found"
+
+
+class RecycleRequiresClaimError(ApiError):
+    """This network's anonymous resource expired: it must claim once before provisioning again."""
+
+    status = 402
+    code = "free_tier_recycle_requires_claim"
+
+
+class InvalidPromoCodeError(BadRequestError):
+    """The promotion code is unknown or no longer valid."""
+
+    code = "invalid_promo_code"
+
+
+class InvalidSignatureError(ApiError):
+    """A billing webhook whose signature does not verify."""
+
+    status = 401
+    code = "invalid_signature"
+
+
+class SessionNotPendingError(ApiError):
+    """The CLI sign-in session expired or was approved already."""
+
+    status = 409
+    code = "session_not_pending"

@@ -24,6 +24,7 @@ class Status(StrEnum):
     PROVISIONING = "provisioning"
     ACTIVE = "active"
     EXPIRED = "expired"
+    DELETED = "deleted"
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,26 @@ class Caller:
 
     fingerprint: str
     source_ip: str
+    team_id: str | None = None  # set when the request carried a session or an API key
+    tier: str = "anonymous"  # the team's tier for a team, else anonymous
 
     @property
     def owner(self) -> str:
-        return f"fp:{self.fingerprint}"
+        return (
+            team_owner(self.team_id) if self.team_id else ANONYMOUS_OWNER_PREFIX + self.fingerprint
+        )
+
+    @property
+    def anonymous(self) -> bool:
+        return self.team_id is None
+
+
+ANONYMOUS_OWNER_PREFIX = "fp:"
+
+
+def team_owner(team_id: str) -> str:
+    """The ``owner`` of a team's resource records (anonymous ones are ``fp:<network>``)."""
+    return f"team:{team_id}"
 
 
 @dataclass(frozen=True)
@@ -94,3 +111,4 @@ class Resource:
     created_at: int
     expires_at: int | None
     stored: Mapping[str, str] = field(default_factory=dict)  # Credentials.stored, once active
+    alias_id: str | None = None  # the record's id for its current token, once rotated

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.routes import storage, webhooks
+from chalicelib.routes import pages, storage, webhooks
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -53,6 +53,85 @@ def _get(summary: str, ok_schema: dict[str, Any], *error_codes: int) -> dict[str
         }
     }
 
+
+def _op(
+    summary: str, codes: tuple[int, ...], body: dict[str, Any] | None = None, auth: bool = False
+) -> dict[str, Any]:
+    """One operation: a JSON body with ``body`` properties (if any), 200 OK, error codes."""
+    op: dict[str, Any] = {"summary": summary, "responses": {"200": _json({"type": "object"}, "OK")}}
+    op["responses"].update(_errors(*codes))
+    if body is not None:
+        schema = {"type": "object", "properties": body}
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+    if auth:
+        op["security"] = [{"session": []}, {"bearer": []}]
+    return op
+
+
+_STR = {"type": "string"}
+_ID = [{"name": "resource_id", "in": "path", "required": True, "schema": _STR}]
+ACCOUNT_PATHS: dict[str, Any] = {
+    "/claim/preview": {"get": _op("Dry run of a claim: what it would take (query: t)", (400,))},
+    "/claim": {
+        "post": _op(
+            "Claim an anonymous network's resources: mails a sign-in link",
+            (400,),
+            {
+                "token": {**_STR, "description": "the upgrade_jwt (canonical)"},
+                "jwt": {**_STR, "deprecated": True, "description": "alias of token"},
+                "email": {**_STR, "format": "email", "maxLength": 254},
+                "team_name": _STR,
+            },
+        )
+    },
+    "/auth/email/start": {
+        "post": _op("Mail a sign-in link (always ok)", (400,), {"email": _STR, "next": _STR})
+    },
+    "/auth/email/callback": {
+        "get": {
+            "summary": "Follow a sign-in link: sets the session cookie, redirects (query: token)",
+            "responses": {"302": {"description": "To the dashboard, or /login?error="}},
+        }
+    },
+    "/auth/me": {"get": _op("The signed-in user and team", (401,), auth=True)},
+    "/auth/logout": {"post": _op("Revoke this session", (401, 403), auth=True)},
+    "/auth/cli": {"post": _op("Start a CLI device-flow sign-in", ())},
+    "/auth/cli/{session_id}": {"get": _op("Poll a CLI sign-in (api_token once approved)", (404,))},
+    "/auth/cli/{session_id}/approve": {
+        "post": _op("Approve a CLI sign-in (session only)", (401, 403, 404, 409), {}, auth=True)
+    },
+    "/api/v1/api-keys": {
+        "get": _op("The team's API keys", (401,), auth=True),
+        "post": _op("Mint an API key (session only)", (400, 401, 403), {"name": _STR}, True),
+    },
+    "/api/v1/api-keys/{key_id}": {"delete": _op("Delete an API key", (401, 403, 404), auth=True)},
+    "/api/v1/resources": {
+        "get": _op("The team's resources (limit, cursor)", (400, 401), auth=True)
+    },
+    "/api/v1/resources/{resource_id}": {
+        "parameters": _ID,
+        "get": _op("One of the team's resources", (401, 404), auth=True),
+        "delete": _op("Delete one of the team's resources", (401, 403, 404), auth=True),
+    },
+    "/api/v1/resources/{resource_id}/rotate-credentials": {
+        "parameters": _ID,
+        "post": _op("New credentials; the old ones stop working", (401, 403, 404), auth=True),
+    },
+    "/api/v1/team/settings": {
+        "patch": _op(
+            "Team settings",
+            (400, 401, 403),
+            {"default_deployment_ttl_policy": {"enum": ["auto_24h", "permanent"]}},
+            auth=True,
+        )
+    },
+    "/api/v1/billing/promotion/validate": {
+        "post": _op("Check a promotion code", (400,), {"code": _STR})
+    },
+    "/webhooks/razorpay": {
+        "post": _op("Razorpay webhook (X-Razorpay-Signature, HMAC-SHA256)", (400, 401), {})
+    },
+}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -124,6 +203,8 @@ def document(base_url: str, version: str) -> dict[str, Any]:
             "/webhook/new": _provision("Provision a webhook inbox (receive_url)"),
             **storage.OPENAPI_PATHS,
             **webhooks.OPENAPI_PATHS,
+            **pages.OPENAPI_PATHS,
+            **ACCOUNT_PATHS,
             "/api/v1/capabilities": _get("Tier limits", obj),
             "/healthz": _get("Liveness", obj, 503),
             "/readyz": _get("Readiness of every dependency", obj, 503),
@@ -137,5 +218,11 @@ def document(base_url: str, version: str) -> dict[str, Any]:
                 }
             },
         },
-        "components": {"schemas": SCHEMAS},
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "session": {"type": "apiKey", "in": "cookie", "name": "instanode_session"},
+                "bearer": {"type": "http", "scheme": "bearer"},
+            },
+        },
     }

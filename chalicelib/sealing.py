@@ -1,6 +1,8 @@
 """Responses kept for idempotent replays hold credentials (connection URLs with passwords), so
 they are stored sealed: AES-256-GCM under a key derived from the platform secret, bound to the
 record's key. A copy of the table (a backup, an export, an operator's read) reveals nothing.
+The same holds for the accounts table's secrets in flight (a CLI session's API token, an outbox
+message carrying a sign-in link), each under its own derived key (``label``).
 
 ``cryptography`` is imported on first use, not at cold start.
 """
@@ -11,13 +13,13 @@ import hashlib
 import hmac
 import os
 
-_LABEL = b"instanode/idempotency-response/v1"
+IDEMPOTENCY_LABEL = b"instanode/idempotency-response/v1"
 NONCE_BYTES = 12
 
 
 class Sealer:
-    def __init__(self, secret: str) -> None:
-        self._key = hmac.new(secret.encode(), _LABEL, hashlib.sha256).digest()
+    def __init__(self, secret: str, label: bytes = IDEMPOTENCY_LABEL) -> None:
+        self._key = hmac.new(secret.encode(), label, hashlib.sha256).digest()
 
     def seal(self, plaintext: bytes, bound_to: str) -> bytes:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM

@@ -75,7 +75,7 @@ class ProvisionService:
 
     def provision(self, caller: Caller, req: ProvisionRequest, key: Key) -> Outcome:
         now = int(self._clock())
-        tier = self._tiers[ANONYMOUS]
+        tier = self._tiers[caller.tier]
         limits = tier.limits(req.kind)
         backend = self._place(req.kind)
         provider = self._providers(req.kind)
@@ -93,12 +93,15 @@ class ProvisionService:
             expires_at=now + self._settings.provisioning_lease_seconds,
         )
         charge = self._store.charge(resource, limits.max_resources, tier.daily_provisions, now)
+        # an anonymous network whose last resource expired unclaimed must claim first
+        recycle = [self._store.recycle_check_item(caller.owner)] if caller.anonymous else []
         try:
             self._db.transact(
                 [
                     self._idem.claim_item(key, now, self._settings.provisioning_lease_seconds),
                     self._store.put_provisioning_item(resource),
                     *charge.items(),
+                    *recycle,
                 ]
             )
         except TransactionCancelled as exc:
@@ -134,9 +137,7 @@ class ProvisionService:
             resource,
             status=Status.ACTIVE,
             stored=creds.stored,
-            expires_at=None
-            if tier.ttl_hours is None
-            else resource.created_at + tier.ttl_hours * 3600,
+            expires_at=tier.expiry_of(resource.created_at),
         )
         body = self._body(active, creds, tier, req)
         try:
@@ -181,10 +182,14 @@ class ProvisionService:
         req: ProvisionRequest,
         tier: Tier,
     ) -> Outcome:
-        # Reasons come in the order of the transaction: claim, record, then the charge items.
-        claim, charged = exc.reasons[0], exc.reasons[2:]
+        # Reasons come in the order of the transaction: claim, record, the charge items, then
+        # the recycle check (anonymous callers only).
+        claim, charged = exc.reasons[0], exc.reasons[2 : 2 + len(charge.items())]
         if claim.failed and claim.item is not None:
             return self._replay(key, self._idem.record_of(claim.item))
+        recycle = exc.reasons[2 + len(charge.items()) :]
+        if recycle and recycle[0].failed:
+            raise self._recycle_error(caller, recycle[0].item or {})
         if charged[Charge.CAP].failed:
             raise self._cap_error(caller, req, tier)
         if charge.daily is not None and charged[Charge.DAILY].failed:
@@ -224,12 +229,33 @@ class ProvisionService:
         body = self._existing_body(existing, tier)
         return Outcome(200, body, {"X-Idempotency-Source": Source.MISS.value})
 
+    def _recycle_error(self, caller: Caller, marker: dict[str, Any]) -> errors.ApiError:
+        expired_id = str(marker.get("expired_id", ""))
+        jwt = self._signer.upgrade_token(expired_id, caller.owner, int(self._clock()))
+        claim_url = f"{self._settings.public_base_url}/start?t={jwt}"
+        return errors.RecycleRequiresClaimError(
+            "This network's anonymous resource expired unclaimed; claim once (free, by email) "
+            "before provisioning another.",
+            agent_action="Tell the user to claim at this response's claim_url (30 seconds, no "
+            "card), then retry the same request.",
+            claim_url=claim_url,
+            expired_resource_id=expired_id,
+        )
+
     def _cap_error(self, caller: Caller, req: ProvisionRequest, tier: Tier) -> errors.ApiError:
         cap = tier.limits(req.kind).max_resources
         message = f"The {tier.name} tier holds {cap} active {req.kind.value} resource(s) at a time."
         existing = self._store.active_of(caller.owner, req.kind)
         if existing is None:  # released in the meantime
             return errors.ResourceLimitReachedError(message, headers={"Retry-After": "1"})
+        if not caller.anonymous:
+            return errors.ResourceLimitReachedError(
+                message,
+                agent_action=f"Tell the user their team already has {req.kind.value} "
+                f"'{existing.name}': reuse it, delete one, or upgrade the team at "
+                f"{self._settings.public_base_url}/dashboard to hold more.",
+                existing={"id": existing.id, "name": existing.name},
+            )
         claim_url = self._upgrade(existing, int(self._clock()))["upgrade"]
         return errors.ResourceLimitReachedError(
             message,
@@ -297,6 +323,11 @@ class ProvisionService:
     def _note(r: Resource, tier: Tier) -> str:
         if r.expires_at is None:
             return "This resource does not expire."
+        if tier.name != ANONYMOUS:
+            return (
+                f"{tier.name.capitalize()} tier: it expires at {iso(r.expires_at)} "
+                f"({tier.ttl_hours}h) unless the team upgrades to a paid tier."
+            )
         return (
             f"Anonymous resource: it expires at {iso(r.expires_at)} ({tier.ttl_hours}h) unless "
             "claimed. Open the 'upgrade' link to keep it."

@@ -5,8 +5,11 @@ Tables (names from config; infra/terraform/dynamodb.tf creates the same):
               (expiry_shard, expires_at) holding only records the reaper must visit; sparse GSI
               ``by_placement`` (placement = ``<kind>#<backend>``, created_at) holding only active
               records, for the quota job.
+              A rotated token adds an alias item (``id`` = the new token's hash, ``alias_of``),
+              so token lookups stay one key away from the record.
   counters    pk ``pk``: ``day#<owner>#<date>`` provisions today, ``active#<owner>#<kind>``
-              active resources, ``backend#<name>`` resources placed on a backend server.
+              active resources, ``backend#<name>`` resources placed on a backend server,
+              ``recycle#<owner>`` the anonymous resource of a network that expired unclaimed.
 Methods named ``*_item`` build transaction items; the service commits them in one round trip.
 """
 
@@ -16,7 +19,7 @@ import hashlib
 import hmac
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +30,7 @@ from chalicelib.models import BackendRef, Kind, Resource, Status
 
 EXPIRED_RECORD_RETENTION_SECONDS = 30 * 24 * 3600
 DAY_COUNTER_RETENTION_SECONDS = 2 * 24 * 3600
+RECYCLE_MARK_RETENTION_SECONDS = 30 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -91,19 +95,123 @@ class ResourceStore:
             {"#s": "status"},
         )
 
-    def expire_item(self, resource: Resource, now: int) -> dict[str, Any]:
-        """Mark expired, only if nobody else changed the record since it was read."""
-        return dynamo.update(
+    def retire_items(
+        self, resource: Resource, now: int, status: Status = Status.EXPIRED
+    ) -> list[dict[str, Any]]:
+        """Mark expired (or deleted), only if nobody else changed the record since it was read;
+        a rotated token's alias goes with it."""
+        retire = dynamo.update(
             self._resources,
             {"id": resource.id},
-            "SET #s = :expired, #ttl = :ttl REMOVE expiry_shard, placement",
+            "SET #s = :retired, #ttl = :ttl REMOVE expiry_shard, placement",
             {
-                ":expired": Status.EXPIRED.value,
+                ":retired": status.value,
                 ":ttl": now + EXPIRED_RECORD_RETENTION_SECONDS,
                 ":seen": resource.status.value,
             },
             condition="#s = :seen",
             names={"#s": "status", "#ttl": "ttl"},
+        )
+        alias = [dynamo.delete(self._resources, {"id": resource.alias_id})]
+        return [retire, *(alias if resource.alias_id else [])]
+
+    def move_items(
+        self, resource: Resource, owner: str, tier: str, expires_at: int | None
+    ) -> list[dict[str, Any]]:
+        """Hand an active resource to another owner (a claim): record and both cap counters."""
+        moved = replace(resource, owner=owner)
+        return [
+            self._retier(resource, tier, expires_at, {"owner": owner}),
+            self._count(self._active_key(resource), -1),
+            self._count(self._active_key(moved), 1),
+        ]
+
+    def retier_item(self, resource: Resource, tier: str, expires_at: int | None) -> dict[str, Any]:
+        """Put an active resource on another tier (and its expiry with it)."""
+        return self._retier(resource, tier, expires_at, {})
+
+    def _retier(
+        self, r: Resource, tier: str, expires_at: int | None, more: dict[str, str]
+    ) -> dict[str, Any]:
+        sets = ["tier = :tier", *(f"#{k} = :{k}" for k in more)]
+        values: dict[str, Any] = {":tier": tier, ":active": Status.ACTIVE.value, ":seen": r.owner}
+        values.update({f":{k}": v for k, v in more.items()})
+        names = {"#s": "status", "#owner_seen": "owner", **{f"#{k}": k for k in more}}
+        if expires_at is None:
+            tail = " REMOVE expires_at, expiry_shard"
+        else:
+            sets += ["expires_at = :exp", "expiry_shard = :shard"]
+            values.update({":exp": expires_at, ":shard": str(self.shard_of(r.id))})
+            tail = ""
+        return dynamo.update(
+            self._resources,
+            {"id": r.id},
+            "SET " + ", ".join(sets) + tail,
+            values,
+            condition="#s = :active AND #owner_seen = :seen",
+            names=names,
+        )
+
+    def credentials_item(self, resource: Resource, principal: str, stored: dict[str, str]) -> Any:
+        """Record rotated credentials: the new principal and what the provider keeps."""
+        return dynamo.update(
+            self._resources,
+            {"id": resource.id},
+            "SET principal = :p, provider_data = :stored",
+            {":p": principal, ":stored": stored, ":active": Status.ACTIVE.value},
+            condition="#s = :active",
+            names={"#s": "status"},
+        )
+
+    def token_items(self, resource: Resource, new_token: str) -> list[dict[str, Any]]:
+        """Replace a resource's token (for kinds whose token is the credential): the record
+        takes the new token, an alias item points the new token's id at the record, and the
+        previous alias goes. The old token then matches nothing."""
+        alias = resource_id_of(new_token)
+        items = [
+            dynamo.update(
+                self._resources,
+                {"id": resource.id},
+                "SET #token = :new, alias_id = :alias",
+                {":new": new_token, ":old": resource.token, ":alias": alias},
+                condition="#token = :old",
+                names={"#token": "token"},
+            ),
+            dynamo.put(
+                self._resources, {"id": alias, "alias_of": resource.id}, "attribute_not_exists(id)"
+            ),
+        ]
+        if resource.alias_id:
+            items.append(dynamo.delete(self._resources, {"id": resource.alias_id}))
+        return items
+
+    def recycle_mark_item(self, resource: Resource, now: int) -> dict[str, Any]:
+        """Remember that this anonymous network let a resource expire unclaimed."""
+        return dynamo.update(
+            self._counters,
+            {"pk": self._recycle_key(resource.owner)},
+            "SET expired_id = :id, #ttl = :ttl",
+            {":id": resource.id, ":ttl": now + RECYCLE_MARK_RETENTION_SECONDS},
+            names={"#ttl": "ttl"},
+        )
+
+    def recycle_check_item(self, owner: str) -> dict[str, Any]:
+        """Cancels a provision while the network has an unclaimed expiry on file."""
+        return dynamo.check(
+            self._counters,
+            {"pk": self._recycle_key(owner)},
+            "attribute_not_exists(expired_id) OR claimed = :yes",
+            {":yes": True},
+        )
+
+    def mark_claimed(self, owner: str) -> None:
+        """The network claimed once: its expiries no longer block provisioning."""
+        self._db.update_item(
+            self._counters,
+            {"pk": self._recycle_key(owner)},
+            "SET claimed = :yes REMOVE #ttl",
+            {":yes": True},
+            names={"#ttl": "ttl"},
         )
 
     def take_reaper_lease(self, resource: Resource, now: int, seconds: int) -> bool:
@@ -151,7 +259,34 @@ class ResourceStore:
     # -- reads ------------------------------------------------------------------------------
     def get(self, resource_id: str) -> Resource | None:
         item = self._db.get(self._resources, {"id": resource_id}, consistent=True)
+        if item and "alias_of" in item:  # a rotated token's id: one more key to the record
+            item = self._db.get(self._resources, {"id": item["alias_of"]}, consistent=True)
         return self._from_item(item) if item else None
+
+    def owned_page(self, owner: str, limit: int, start: Item | None) -> tuple[list[Resource], Any]:
+        """One page of ``owner``'s records, newest first, and the key the next page starts at."""
+        page = self._db.page(
+            self._resources, "by_owner", "#o = :o", {":o": owner}, limit, start, {"#o": "owner"}
+        )
+        return [self._from_item(i) for i in page.items], page.next_key
+
+    def active_owned(self, owner: str) -> list[Resource]:
+        items = self._db.query(
+            self._resources,
+            "by_owner",
+            "#o = :o",
+            {":o": owner, ":a": Status.ACTIVE.value},
+            names={"#o": "owner", "#s": "status"},
+            filter_expression="#s = :a",
+        )
+        return [self._from_item(i) for i in items]
+
+    def recycle_blocker(self, owner: str) -> str | None:
+        """The id of the resource whose unclaimed expiry blocks this network, if any."""
+        item = self._db.get(self._counters, {"pk": self._recycle_key(owner)}, consistent=True)
+        if not item or item.get("claimed"):
+            return None
+        return str(item["expired_id"]) if item.get("expired_id") else None
 
     def live_by_token(self, token: str, kind: Kind, now: float) -> Resource | None:
         """The active, unexpired resource of ``kind`` that ``token`` names, else None."""
@@ -245,6 +380,7 @@ class ResourceStore:
             created_at=item["created_at"],
             expires_at=item.get("expires_at"),
             stored=item.get("provider_data", {}),
+            alias_id=item.get("alias_id"),
         )
 
     def _count(
@@ -279,6 +415,10 @@ class ResourceStore:
     @staticmethod
     def _backend_key(backend: str) -> str:
         return f"backend#{backend}"
+
+    @staticmethod
+    def _recycle_key(owner: str) -> str:
+        return f"recycle#{owner}"
 
 
 def _placement(kind: Kind, backend: str) -> str:

@@ -37,6 +37,10 @@ class Tier:
     def limits(self, kind: Kind) -> KindLimits:
         return self.kinds[kind]
 
+    def expiry_of(self, created_at: int) -> int | None:
+        """When a resource made at ``created_at`` expires on this tier (None: it does not)."""
+        return None if self.ttl_hours is None else created_at + self.ttl_hours * 3600
+
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["kinds"] = {kind.value: asdict(lim) for kind, lim in self.kinds.items()}

@@ -64,6 +64,20 @@ def table_specs(prefix: str) -> list[dict[str, Any]]:
             "AttributeDefinitions": [_attr("inbox"), _attr("slot", "N"), _attr("seq", "N")],
             "GlobalSecondaryIndexes": [_index("by_seq", "inbox", "seq")],
         },
+        {
+            "TableName": f"{prefix}-accounts",
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+            "AttributeDefinitions": [
+                _attr("pk"),
+                _attr("team_id"),
+                _attr("created_at", "N"),
+                _attr("pending"),
+            ],
+            "GlobalSecondaryIndexes": [
+                _index("by_team", "team_id", "created_at"),
+                _index("by_pending", "pending", "created_at"),
+            ],
+        },
     ]
 
 

@@ -19,15 +19,21 @@ from chalice.local import ChaliceRequestHandler, LocalDevServer, ThreadedHTTPSer
 
 from devstack.stack import ROOT
 
-# Resource tokens are bearer capabilities (presign, webhook inbox): never write them to the log.
+# Resource tokens are bearer capabilities (presign, webhook inbox), and query strings carry
+# claim JWTs and sign-in links: never write either to the log.
 _TOKEN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+_QUERY_VALUE = re.compile(r"([?&][^=&\s]*=)[^&\s]*")
+
+
+def redact(text: str) -> str:
+    return _QUERY_VALUE.sub(r"\1<redacted>", _TOKEN.sub("<token>", text))
 
 
 class GatewayResponsesHandler(ChaliceRequestHandler):
     disable_nagle_algorithm = True  # headers and body go out in separate writes
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
-        super().log_message(format, *(_TOKEN.sub("<token>", str(a)) for a in args))
+        super().log_message(format, *(redact(str(a)) for a in args))
 
     def _send_error_response(self, error: Any) -> None:
         if error.CODE == 403 and b"Missing Authentication Token" in error.body:

@@ -26,6 +26,14 @@ REGION = "us-east-1"
 MAIL_FROM = "instanode <noreply@instanode.localhost>"
 
 
+# Billing plans and promotion codes of the local stacks (production sets its own).
+LOCAL_BILLING_PLANS = {"plan_local_hobby": "hobby", "plan_local_pro": "pro"}
+LOCAL_PROMO_CODES = {
+    "EARLYBIRD": {"discount_percent": 20},
+    "LAUNCH500": {"discount_amount_inr": 500},
+}
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -196,6 +204,10 @@ class Stack:
             "INSTANODE_TRUSTED_PROXIES": "127.0.0.1/32",
             "INSTANODE_MAIL_URL": self.smtp.url,
             "INSTANODE_MAIL_FROM": MAIL_FROM,
+            # billing: the local stack signs its own test webhooks with this secret
+            "INSTANODE_RAZORPAY_WEBHOOK_SECRET": self._secrets["razorpay_webhook_secret"],
+            "INSTANODE_BILLING_PLANS": json.dumps(LOCAL_BILLING_PLANS),
+            "INSTANODE_PROMO_CODES": json.dumps(LOCAL_PROMO_CODES),
         }
 
     def _storage_backend(self) -> dict[str, str]:
@@ -236,6 +248,7 @@ class Stack:
             "postgres_password": 16,
             "redis_password": 16,
             "mongo_password": 16,
+            "razorpay_webhook_secret": 16,
         }.items()
         values.update({k: secrets.token_hex(n) for k, n in missing if k not in values})
         path.touch(mode=0o600)

@@ -14,6 +14,9 @@ import pytest
 
 from devstack.stack import Profile, Stack, get_profile
 
+# The `api` fixture: one HTTP server for the integration and browser tiers.
+pytest_plugins = ["tests.api_server"]
+
 _subnets = itertools.count(random.randrange(1, 50_000))
 
 

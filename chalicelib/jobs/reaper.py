@@ -1,4 +1,6 @@
 """Expiry: remove resources whose time is up, and collect half-made ones whose lease ran out.
+An anonymous network whose resource expired unclaimed is marked: it must claim once before it
+provisions again (``free_tier_recycle_requires_claim``).
 
 Due records come from the sparse ``by_expiry`` index, shard by shard and page by page (never a
 table scan). Each record is leased before work, the backend object is removed (idempotently),
@@ -14,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 from chalicelib.config import Settings
 from chalicelib.dynamo import Dynamo, TransactionCancelled
-from chalicelib.models import Kind, Resource, Status
+from chalicelib.models import ANONYMOUS_OWNER_PREFIX, Kind, Resource, Status
 from chalicelib.providers.base import Provider
 from chalicelib.store import ResourceStore
 
@@ -70,14 +72,18 @@ class Reaper:
             log.exception("could not remove %s; it is retried after its lease", resource.id)
             return "failed"
         half_made = resource.status is Status.PROVISIONING
-        record = (
-            self._store.delete_item(resource)
-            if half_made
-            else self._store.expire_item(resource, now)
-        )
+        if half_made:
+            records = [self._store.delete_item(resource)]
+        else:
+            records = self._store.retire_items(resource, now)
+            if resource.owner.startswith(ANONYMOUS_OWNER_PREFIX):
+                records.append(self._store.recycle_mark_item(resource, now))
         try:
             self._db.transact(
-                [record, *self._store.refund_items(resource, resource.created_at, daily=half_made)]
+                [
+                    *records,
+                    *self._store.refund_items(resource, resource.created_at, daily=half_made),
+                ]
             )
         except TransactionCancelled:
             return "skipped"

@@ -32,7 +32,7 @@ def _provision(route: str) -> Response:
         name=requests.resource_name(body.get("name")),
         ignored_fields=tuple(sorted(set(body) - KNOWN_FIELDS)),
     )
-    who = requests.caller(request)
+    who = requests.provisioning_caller(request)
     key = derive_key(who.owner, route, body, requests.idempotency_header(request))
     outcome = get_service().provision(who, req, key)
     return Response(outcome.body, status_code=outcome.status_code, headers=dict(outcome.headers))

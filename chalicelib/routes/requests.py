@@ -71,6 +71,28 @@ def idempotency_header(request: Request) -> str | None:
     return value
 
 
+def provisioning_caller(request: Request) -> Caller:
+    """The network, and the team when a session or API key (scope write) came along: a team
+    provisions on its own tier and caps; everyone else is anonymous."""
+    from dataclasses import replace
+
+    from chalicelib.accounts import Scope
+    from chalicelib.deps import get_accounts, get_authenticator
+
+    network = caller(request)
+    if not request.headers.get("authorization") and not request.headers.get("cookie"):
+        return network  # the anonymous fast path: nothing to look up
+    principal = get_authenticator().optional(request.headers)
+    if principal is None:
+        return network
+    if not principal.scope.covers(Scope.WRITE):
+        raise errors.ForbiddenError("Provisioning needs an API key with the 'write' scope.")
+    team = get_accounts().team(principal.team_id)
+    if team is None:
+        raise errors.UnauthorizedError("This credential's team no longer exists.")
+    return replace(network, team_id=team.id, tier=team.tier)
+
+
 def caller(request: Request) -> Caller:
     identity = (request.context or {}).get("identity") or {}
     return caller_of(

@@ -161,3 +161,59 @@ resource "aws_dynamodb_table" "webhook-requests" {
     enabled = true
   }
 }
+
+# Accounts: users, teams, API keys (hashed), magic links and CLI sessions (hashed, TTL),
+# revoked session ids (TTL) and the mail outbox. GSI by_team lists a team's users and API keys;
+# sparse GSI by_pending holds only outbox messages not yet delivered.
+resource "aws_dynamodb_table" "accounts" {
+  name         = "${local.prefix}-accounts"
+  billing_mode = "PAY_PER_REQUEST"
+  hash_key     = "pk"
+
+  attribute {
+    name = "pk"
+    type = "S"
+  }
+
+  attribute {
+    name = "team_id"
+    type = "S"
+  }
+
+  attribute {
+    name = "created_at"
+    type = "N"
+  }
+
+  attribute {
+    name = "pending"
+    type = "S"
+  }
+
+  global_secondary_index {
+    name            = "by_team"
+    hash_key        = "team_id"
+    range_key       = "created_at"
+    projection_type = "ALL"
+  }
+
+  global_secondary_index {
+    name            = "by_pending"
+    hash_key        = "pending"
+    range_key       = "created_at"
+    projection_type = "ALL"
+  }
+
+  ttl {
+    attribute_name = "ttl"
+    enabled        = true
+  }
+
+  point_in_time_recovery {
+    enabled = true
+  }
+
+  server_side_encryption {
+    enabled = true
+  }
+}

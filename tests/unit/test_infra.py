@@ -196,6 +196,7 @@ ALLOWED_ACTIONS = {
     "s3:DeleteObject",
     "s3:ListBucket",
     "secretsmanager:GetSecretValue",
+    "ses:SendEmail",
     "logs:CreateLogGroup",
     "logs:CreateLogStream",
     "logs:PutLogEvents",
@@ -230,6 +231,7 @@ def _stage_arns(stage: str) -> set[str]:
         f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{secret}-??????",
         f"{logs}:*",
         f"{logs}-*:*",
+        f"arn:aws:ses:{REGION}:{ACCOUNT}:identity/*",  # sign-in links sent through SES
     }
 
 

@@ -1,0 +1,59 @@
+"""Operator commands for self-hosters (reads the same INSTANODE_* environment as the API).
+
+  python -m chalicelib.admin set-tier --email you@example.com --tier hobby
+  python -m chalicelib.admin set-tier --team team_0123... --tier pro
+  python -m chalicelib.admin show-team --email you@example.com
+
+``set-tier`` does what a paid billing webhook does: the team's tier, every live resource's tier
+and expiry (paid tiers clear the TTL) and the limits on the backend servers. Locally:
+``make tier EMAIL=you@example.com TIER=hobby`` runs it against the dev stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from chalicelib.deps import get_accounts, get_teams
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chalicelib.admin", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in ("set-tier", "show-team"):
+        command = commands.add_parser(name)
+        who = command.add_mutually_exclusive_group(required=True)
+        who.add_argument("--email", help="a member of the team")
+        who.add_argument("--team", help="the team id")
+        if name == "set-tier":
+            command.add_argument("--tier", required=True, help="anonymous, free, hobby or pro")
+    args = parser.parse_args(argv)
+    team_id = args.team
+    if args.email:
+        user = get_accounts().user_by_email(args.email.strip().lower())
+        if user is None:
+            print(f"no user with email {args.email}", file=sys.stderr)
+            return 1
+        team_id = user.team_id
+    if args.command == "show-team":
+        team = get_accounts().team(team_id)
+        if team is None:
+            print(f"no team {team_id}", file=sys.stderr)
+            return 1
+        print(json.dumps(team.as_json(), indent=2))
+        return 0
+    from chalicelib.errors import ApiError
+
+    try:
+        change = get_teams().set_tier(team_id, args.tier)
+    except ApiError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    print(json.dumps(change.as_json(), indent=2))
+    return 1 if change.failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

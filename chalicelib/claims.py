@@ -1,0 +1,160 @@
+"""Claims and sign-in by email: a claim turns an anonymous network's resources into a team's.
+
+``POST /claim`` checks the upgrade JWT and the email, then mails a single-use sign-in link (15
+minutes). Following the link signs the user up (user and team) or in, moves every live resource
+of the JWT's network to the team, lifts the network's recycle block, and starts a 24h session.
+``POST /auth/email/start`` mails the same kind of link without a claim. Nothing is claimed until
+the link is followed, so a typo in the address claims nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib import errors
+from chalicelib.accounts import AccountStore, Link, LinkPurpose
+from chalicelib.config import Settings
+from chalicelib.emails import valid_email
+from chalicelib.mail import Message
+from chalicelib.outbox import Outbox
+from chalicelib.resources import resource_summary
+from chalicelib.routes.requests import resource_name
+from chalicelib.service import iso
+from chalicelib.store import ResourceStore
+from chalicelib.teams import TeamService
+from chalicelib.tokens import InvalidTokenError, Signer, UpgradeClaims
+
+LINK_TTL_SECONDS = 15 * 60
+DEFAULT_NEXT = "/dashboard"
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    session_token: str
+    next_path: str
+    claimed: int  # resources moved into the team by this sign-in
+
+
+class ClaimService:
+    def __init__(
+        self,
+        settings: Settings,
+        accounts: AccountStore,
+        store: ResourceStore,
+        teams: TeamService,
+        outbox: Callable[[], Outbox],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._accounts = accounts
+        self._store = store
+        self._teams = teams
+        self._outbox = outbox
+        self._signer = Signer(settings.jwt_secret)
+        self._clock = clock
+
+    def preview(self, token: str) -> dict[str, Any]:
+        """What a claim with this token would take; no side effects."""
+        try:
+            claims = self._signer.read_upgrade_token(token, int(self._clock()))
+        except InvalidTokenError:
+            empty: dict[str, Any] = {"token_expires_at": None, "resource": None, "items": []}
+            return {"ok": True, "token_valid": False, **empty, "recycle_blocked": False}
+        named = self._store.get(claims.resource_id)
+        items = self._store.active_owned(claims.owner)
+        return {
+            "ok": True,
+            "token_valid": True,
+            "token_expires_at": iso(claims.expires_at),
+            "resource": resource_summary(named) if named and named.owner == claims.owner else None,
+            "items": [resource_summary(r) for r in sorted(items, key=lambda r: r.created_at)],
+            "recycle_blocked": self._store.recycle_blocker(claims.owner) is not None,
+        }
+
+    def start_claim(self, token: Any, email: Any, team_name: Any) -> dict[str, Any]:
+        claims = self._read(token)
+        address = valid_email(email)
+        name = resource_name(team_name) if team_name not in (None, "") else ""
+        link = Link(
+            email=address,
+            purpose=LinkPurpose.CLAIM,
+            expires_at=int(self._clock()) + LINK_TTL_SECONDS,
+            claim_owner=claims.owner,
+            team_name=name,
+        )
+        self._send_link(link, "Confirm your instanode claim", "keep the resources you made")
+        return {
+            "ok": True,
+            "email": address,
+            "message": f"We sent a sign-in link to {address}. Open it within 15 minutes to "
+            "finish the claim.",
+            "link_expires_at": iso(link.expires_at),
+        }
+
+    def start_login(self, email: Any, next_path: Any) -> None:
+        link = Link(
+            email=valid_email(email),
+            purpose=LinkPurpose.LOGIN,
+            expires_at=int(self._clock()) + LINK_TTL_SECONDS,
+            next_path=safe_next(next_path),
+        )
+        self._send_link(link, "Your instanode sign-in link", "sign in")
+
+    def follow(self, secret: str) -> SignedIn | None:
+        """Use a sign-in link (once). None when it is unknown, used or expired."""
+        now = int(self._clock())
+        link = self._accounts.take_link(secret, now) if secret else None
+        if link is None:
+            return None
+        default_team = f"{link.email.split('@')[0][:50]}'s team"
+        user, team = self._accounts.sign_up(link.email, link.team_name or default_team, now)
+        claimed = 0
+        if link.purpose is LinkPurpose.CLAIM:
+            claimed = len(self._teams.adopt(link.claim_owner, team))
+            self._store.mark_claimed(link.claim_owner)
+        token = self._signer.session_token(user.id, team.id, user.email, now)
+        return SignedIn(token, link.next_path, claimed)
+
+    def _read(self, token: Any) -> UpgradeClaims:
+        if not isinstance(token, str) or not token:
+            raise errors.BadRequestError(
+                "Send the upgrade_jwt of a resource as 'token'.",
+                agent_action="Pass the upgrade_jwt from the provisioning response as 'token'.",
+            )
+        try:
+            return self._signer.read_upgrade_token(token, int(self._clock()))
+        except InvalidTokenError as exc:
+            raise errors.InvalidTokenError(
+                "The claim token is invalid or expired.",
+                agent_action="Use the upgrade_jwt of a resource made in the last 7 days.",
+            ) from exc
+
+    def _send_link(self, link: Link, subject: str, purpose: str) -> None:
+        secret = secrets.token_urlsafe(32)
+        self._accounts.put_link(secret, link)
+        url = f"{self._settings.public_base_url}/auth/email/callback?token={secret}"
+        text = (
+            f"Open this link to {purpose} on instanode:\n\n{url}\n\n"
+            "It works once and expires in 15 minutes. If you did not ask for it, ignore this "
+            "email.\n"
+        )
+        html = (
+            f"<p>Open this link to {purpose} on instanode:</p>"
+            f'<p><a href="{url}">Sign in to instanode</a></p>'
+            "<p>It works once and expires in 15 minutes. If you did not ask for it, ignore "
+            "this email.</p>"
+        )
+        self._outbox().send(Message(link.email, subject, text, html), int(self._clock()))
+
+
+def safe_next(value: Any) -> str:
+    """A same-site path to land on after sign-in (never another host: no open redirect)."""
+    if not isinstance(value, str) or not value.startswith("/") or value.startswith("//"):
+        return DEFAULT_NEXT
+    if "\\" in value or any(ord(ch) < 33 for ch in value):
+        return DEFAULT_NEXT
+    return value

@@ -1,0 +1,200 @@
+"""Sign-in: magic links by email, sessions, logout, the CLI device flow and API keys.
+
+Sessions live in an HttpOnly cookie (browsers) or come as ``Authorization: Bearer`` (the same
+JWT); API keys come only as Bearer. Only a signed-in session may mint or delete API keys.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from chalice.app import Blueprint, Response
+
+from chalicelib import errors
+from chalicelib.config import get_settings
+from chalicelib.deps import get_accounts, get_authenticator, get_claims
+from chalicelib.routes import requests
+from chalicelib.service import iso
+
+if TYPE_CHECKING:
+    from chalicelib.accounts import ApiKey, CliSession, Scope
+    from chalicelib.sealing import Sealer
+
+bp = Blueprint(__name__)
+
+ANY_CONTENT_TYPE = ["*/*"]
+CLI_SESSION_SECONDS = 300
+CLI_POLL_SECONDS = 2
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+@bp.route("/auth/email/start", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+def email_start() -> dict[str, Any]:
+    body = requests.json_object(bp.current_request)
+    get_claims().start_login(body.get("email"), body.get("next"))
+    return {"ok": True}  # the same answer whether or not the address has an account
+
+
+@bp.route("/auth/email/callback", methods=["GET"])
+def email_callback() -> Response:
+    from chalicelib.auth import session_cookie
+
+    params = bp.current_request.query_params
+    secret = str(params.get("token", "")) if params else ""
+    signed_in = get_claims().follow(secret)
+    if signed_in is None:
+        return Response("", status_code=302, headers={"Location": "/login?error=link_invalid"})
+    cookie = session_cookie(signed_in.session_token, get_settings().secure_cookies)
+    return Response(
+        "",
+        status_code=302,
+        headers={
+            "Location": signed_in.next_path,
+            "Set-Cookie": cookie,
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@bp.route("/auth/me", methods=["GET"])
+def me() -> dict[str, Any]:
+    principal = get_authenticator().require(bp.current_request.headers)
+    team = get_accounts().team(principal.team_id)
+    if team is None:
+        raise errors.UnauthorizedError("This credential's team no longer exists.")
+    session = principal.session
+    return {
+        "ok": True,
+        "user": {"id": principal.user_id, "email": session.email if session else None},
+        "team": team.as_json(),
+        "auth": {
+            "via": "session" if session else "api_key",
+            "scope": principal.scope.value,
+            "expires_at": iso(session.expires_at) if session else None,
+        },
+    }
+
+
+@bp.route("/auth/logout", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+def logout() -> Response:
+    from chalicelib.auth import session_cookie
+
+    principal = get_authenticator().require_session(bp.current_request.headers)
+    assert principal.session is not None
+    get_accounts().revoke(principal.session.jti, principal.session.expires_at)
+    cleared = session_cookie("", get_settings().secure_cookies, max_age=0)
+    return Response({"ok": True}, headers={"Set-Cookie": cleared})
+
+
+# -- CLI device flow --------------------------------------------------------------------------
+@bp.route("/auth/cli", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+def cli_start() -> dict[str, Any]:
+    from chalicelib.accounts import CliSession
+
+    session = CliSession(str(uuid.uuid4()), "pending", int(time.time()) + CLI_SESSION_SECONDS)
+    get_accounts().put_cli_session(session)
+    base = get_settings().public_base_url
+    return {
+        "ok": True,
+        "session_id": session.id,
+        "auth_url": f"{base}/cli/approve?session={session.id}",
+        "expires_at": iso(session.expires_at),
+        "poll_interval_seconds": CLI_POLL_SECONDS,
+    }
+
+
+@bp.route("/auth/cli/{session_id}", methods=["GET"])
+def cli_poll(session_id: str) -> dict[str, Any]:
+    session = _cli_session(session_id)
+    if session.status == "pending" and session.expires_at <= time.time():
+        return {"ok": True, "status": "expired", "expires_at": iso(session.expires_at)}
+    body: dict[str, Any] = {
+        "ok": True,
+        "status": session.status,
+        "expires_at": iso(session.expires_at),
+    }
+    sealed = get_accounts().take_cli_token(session.id) if session.status == "approved" else None
+    if sealed is not None:
+        body["api_token"] = _sealer().open(sealed, f"clitoken#{session.id}").decode()
+    return body
+
+
+@bp.route("/auth/cli/{session_id}/approve", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+def cli_approve(session_id: str) -> dict[str, Any]:
+    from chalicelib.accounts import Scope
+
+    principal = get_authenticator().require_session(bp.current_request.headers)
+    session = _cli_session(session_id)
+    secret, key = _new_api_key(principal.user_id, principal.team_id, "CLI", Scope.WRITE)
+    sealed = _sealer().seal(secret.encode(), f"clitoken#{session.id}")
+    key_item = get_accounts().api_key_item(secret, key)
+    if not get_accounts().approve_cli_session(session.id, sealed, key_item, int(time.time())):
+        raise errors.SessionNotPendingError(
+            "This CLI sign-in is no longer waiting for approval (expired or already approved).",
+            agent_action="Start a new sign-in from the CLI.",
+        )
+    return {"ok": True, "status": "approved"}
+
+
+# -- API keys -----------------------------------------------------------------------------------
+@bp.route("/api/v1/api-keys", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+def create_api_key() -> Response:
+    from chalicelib.accounts import Scope
+
+    principal = get_authenticator().require_session(bp.current_request.headers)
+    body = requests.json_object(bp.current_request)
+    name = requests.resource_name(body.get("name"))
+    try:
+        scope = Scope(body.get("scope", Scope.READ.value))
+    except ValueError as exc:
+        raise errors.BadRequestError("'scope' must be one of read, write, admin.") from exc
+    secret, key = _new_api_key(principal.user_id, principal.team_id, name, scope)
+    get_accounts().put_api_key(secret, key)
+    return Response({"ok": True, **key.as_json(), "api_token": secret}, status_code=201)
+
+
+@bp.route("/api/v1/api-keys", methods=["GET"])
+def list_api_keys() -> dict[str, Any]:
+    principal = get_authenticator().require(bp.current_request.headers)
+    keys = get_accounts().api_keys_of(principal.team_id)
+    return {"ok": True, "items": [k.as_json() for k in keys]}
+
+
+@bp.route("/api/v1/api-keys/{key_id}", methods=["DELETE"])
+def delete_api_key(key_id: str) -> dict[str, Any]:
+    principal = get_authenticator().require_session(bp.current_request.headers)
+    if not get_accounts().delete_api_key(principal.team_id, key_id):
+        raise errors.NotFoundError(f"No API key {key_id} in this team.")
+    return {"ok": True, "id": key_id, "deleted": True}
+
+
+def _new_api_key(user_id: str, team_id: str, name: str, scope: Scope) -> tuple[str, ApiKey]:
+    """A fresh secret and its key record (the store keeps only the secret's hash)."""
+    from chalicelib.accounts import ApiKey
+    from chalicelib.auth import API_KEY_PREFIX
+
+    secret = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey("key_" + secrets.token_hex(8), team_id, user_id, name, scope, int(time.time()))
+    return secret, key
+
+
+def _cli_session(session_id: str) -> CliSession:
+    session = get_accounts().cli_session(session_id) if _UUID.fullmatch(session_id) else None
+    if session is None:
+        raise errors.SessionNotFoundError(
+            "No CLI sign-in session has this id.",
+            agent_action="Start a new sign-in with POST /auth/cli and poll the session_id it "
+            "returns.",
+        )
+    return session
+
+
+def _sealer() -> Sealer:
+    from chalicelib.accounts import SEAL_LABEL
+    from chalicelib.sealing import Sealer
+
+    return Sealer(get_settings().jwt_secret, SEAL_LABEL)
