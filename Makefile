@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
 
-.PHONY: run stop reap tier test lint tf-check unit bench clean
+.PHONY: run stop reap tier browser test lint tf-check unit bench clean
 
 # Debian packages the local stack runs (the servers start as private instances on their own ports).
 SYSTEM_BINARIES := /usr/bin/redis-server /usr/sbin/nats-server
@@ -18,6 +18,14 @@ $(STAMP): requirements.txt requirements-dev.txt | $(SYSTEM_BINARIES)
 
 $(SYSTEM_BINARIES):
 	apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server nats-server
+
+# Debian's Chromium and its driver: the browser tier (tests/browser) drives the HTML pages.
+BROWSER_BINARIES := /usr/bin/chromium /usr/bin/chromedriver
+
+browser: $(BROWSER_BINARIES)
+
+$(BROWSER_BINARIES):
+	apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver
 
 run: $(STAMP)
 	$(BIN)/python -m devstack run --profile dev
@@ -37,7 +45,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint tf-check
+test: lint tf-check | $(BROWSER_BINARIES)
 	$(BIN)/python -m pytest
 
 # Terraform: fmt -check always, init + validate when a provider mirror is present (infra/terraform/README.md).
