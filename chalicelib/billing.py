@@ -40,7 +40,9 @@ class BillingService:
         if (
             not secret
             or not signature
-            or not hmac.compare_digest(razorpay_signature(body, secret), signature.strip().lower())
+            or not hmac.compare_digest(  # as bytes: a non-ASCII header is a mismatch, not a 500
+                razorpay_signature(body, secret).encode(), signature.strip().lower().encode()
+            )
         ):
             raise errors.InvalidSignatureError("The webhook signature does not verify.")
         try:
@@ -50,13 +52,13 @@ class BillingService:
             raise errors.InvalidJsonError("The webhook body is not a JSON object.") from exc
         if name != CHARGED:
             return {"ok": True, "skipped": True, "event": name}
-        entity = (event.get("payload") or {}).get("subscription", {}).get("entity", {})
-        team_id = str((entity.get("notes") or {}).get("team_id", ""))
-        tier = self._settings.billing_plans.get(str(entity.get("plan_id", "")))
+        entity = _dig(event, "payload", "subscription", "entity")
+        team_id, plan_id = str(_dig(entity, "notes", "team_id") or ""), _dig(entity, "plan_id")
+        tier = self._settings.billing_plans.get(str(plan_id or ""))
         if tier is None or not team_id:
             log.error(
                 "subscription.charged for plan %r / team %r: no match",
-                entity.get("plan_id"),
+                plan_id,
                 team_id,
             )
             return {"ok": True, "matched": False}
@@ -89,3 +91,10 @@ class BillingService:
             "discount_amount_inr": promo.discount_amount_inr,
             "message": f"{promo.code}: {off} at checkout.",
         }
+
+
+def _dig(value: Any, *keys: str) -> Any:
+    """``value[k1][k2]...``, or None where the event does not have that shape."""
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value

@@ -1,6 +1,7 @@
 """Email address validation, as the spec's claim flow describes it: the address must parse as an
 RFC 5322 addr-spec, be at most 254 characters (RFC 5321 4.5.3.1.3), have a dotted domain of
-hostname labels, and hold no whitespace."""
+hostname labels, and hold no whitespace (surrounding spaces and tabs are trimmed, as Go's
+``mail.ParseAddress`` skips them; line breaks are refused)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def valid_email(value: Any) -> str:
     ``invalid_email_format``."""
     if not isinstance(value, str) or not value.strip():
         raise _invalid("An 'email' is required.")
-    address = value.strip()
+    address = value.strip(" \t")  # surrounding blanks only: a line break is never ours to drop
     if len(address) > MAX_LENGTH:
         raise _invalid(f"The email address is longer than {MAX_LENGTH} characters.")
     if any(ch.isspace() or ord(ch) < 32 for ch in address):

@@ -134,9 +134,10 @@ class ResourceService:
 def _page_size(limit: Any) -> int:
     if limit in (None, ""):
         return 50
-    if not str(limit).isdigit() or not 1 <= int(limit) <= MAX_PAGE:
+    text = str(limit)  # isdecimal, not isdigit: int() refuses digits such as '²' (a 500)
+    if not (text.isdecimal() and len(text) <= 3) or not 1 <= int(text) <= MAX_PAGE:
         raise errors.BadRequestError(f"'limit' must be a whole number from 1 to {MAX_PAGE}.")
-    return int(limit)
+    return int(text)
 
 
 def _encode_cursor(key: dict[str, Any]) -> str:
@@ -150,6 +151,8 @@ def _decode_cursor(cursor: str, owner: str) -> dict[str, Any]:
         raise _bad_cursor() from exc
     if not isinstance(key, dict) or key.get("owner") != owner or set(key) != _CURSOR_KEYS:
         raise _bad_cursor()
+    if not isinstance(key["id"], str) or type(key["created_at"]) is not int:
+        raise _bad_cursor()  # DynamoDB would refuse a start key of other types (a 500)
     return key
 
 

@@ -6,6 +6,7 @@ import ipaddress
 import itertools
 import os
 import random
+import re
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -50,3 +51,13 @@ def connect(url: str, database: str | None = None) -> pg8000.native.Connection:
         port=p.port or 5432,
         database=database or p.path.lstrip("/"),
     )
+
+
+def magic_link(stack: Stack, email: str) -> str:
+    """The sign-in link in the newest mail to ``email``: the http(s) URL of its text part."""
+    part = stack.smtp.wait_for(email).get_body(("plain",))
+    assert part is not None, f"the mail to {email} has no text part"
+    text = part.get_content()
+    found = re.search(r"https?://\S+", text)
+    assert found, f"no link in the mail to {email}: {text!r}"
+    return found.group(0)

@@ -3,7 +3,6 @@ against the local stack's API server (the ``api`` fixture) and its SMTP sink."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 from devstack.stack import Stack
+from tests.conftest import magic_link
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -39,8 +39,8 @@ WAIT_SECONDS = 15
 
 @pytest.fixture(scope="session")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
-        pytest.skip("the browser tier needs Debian's chromium and chromium-driver")
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).is_file()]
+    assert not missing, f"{missing} missing: `make browser` installs chromium and chromium-driver"
     options = Options()
     options.binary_location = CHROMIUM
     for arg in CHROMIUM_ARGS:
@@ -72,14 +72,6 @@ def wait_for_path(browser: WebDriver, path: str) -> None:
 
 def new_email() -> str:
     return f"b{uuid.uuid4().hex[:12]}@example.com"
-
-
-def magic_link(stack: Stack, email: str) -> str:
-    """The link in the newest mail to ``email`` (its text part)."""
-    text = stack.smtp.wait_for(email).get_body(("plain",)).get_content()
-    found = re.search(r"https?://\S+", text)
-    assert found, f"no link in the mail to {email}: {text!r}"
-    return found.group(0)
 
 
 def request_link(browser: WebDriver, email: str) -> None:

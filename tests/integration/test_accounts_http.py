@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import uuid
@@ -18,7 +17,7 @@ import requests
 
 from chalicelib.billing import razorpay_signature
 from devstack.stack import ROOT, Stack
-from tests.conftest import connect, fresh_ip
+from tests.conftest import connect, fresh_ip, magic_link
 from tests.integration.conftest import provision
 
 pytestmark = pytest.mark.integration
@@ -28,18 +27,11 @@ def new_email() -> str:
     return f"it{uuid.uuid4().hex[:12]}@example.com"
 
 
-def link_in_mail(stack: Stack, email: str) -> str:
-    text = stack.smtp.wait_for(email).get_body(("plain",)).get_content()
-    found = re.search(r"https?://\S+", text)
-    assert found, text
-    return found.group(0)
-
-
 def sign_in(api: str, stack: Stack, email: str) -> requests.Session:
     """A browser-like session signed in through the emailed link."""
     assert requests.post(f"{api}/auth/email/start", json={"email": email}, timeout=10).ok
     session = requests.Session()
-    reply = session.get(link_in_mail(stack, email), allow_redirects=False, timeout=10)
+    reply = session.get(magic_link(stack, email), allow_redirects=False, timeout=10)
     assert reply.status_code == 302 and reply.headers["Location"] == "/dashboard"
     assert "instanode_session" in session.cookies
     return session
@@ -49,7 +41,7 @@ def claim(api: str, stack: Stack, upgrade_jwt: str, email: str) -> requests.Sess
     sent = requests.post(f"{api}/claim", json={"token": upgrade_jwt, "email": email}, timeout=10)
     assert sent.status_code == 200, sent.text
     session = requests.Session()
-    followed = session.get(link_in_mail(stack, email), allow_redirects=False, timeout=10)
+    followed = session.get(magic_link(stack, email), allow_redirects=False, timeout=10)
     assert followed.status_code == 302 and followed.headers["Location"] == "/dashboard"
     return session
 
@@ -105,9 +97,7 @@ def test_claim_moves_every_resource_of_the_network(api: str, stack: Stack) -> No
 def test_follow_link_twice_lands_on_login_with_error(api: str, stack: Stack) -> None:
     email = new_email()
     sign_in(api, stack, email)
-    again = requests.get(
-        stack.smtp.wait_for(email) and link_in_mail(stack, email), timeout=10, allow_redirects=False
-    )
+    again = requests.get(magic_link(stack, email), timeout=10, allow_redirects=False)
     assert again.status_code == 302 and again.headers["Location"] == "/login?error=link_invalid"
     assert "instanode_session" not in again.cookies
 

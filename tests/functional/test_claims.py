@@ -1,0 +1,361 @@
+"""The claim flow's bad input and edges: POST /claim, GET /claim/preview, sign-in links,
+POST /auth/email/start, the recycle rule and the mail outbox (the happy paths over HTTP are in
+tests/integration/test_accounts_http.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from chalice.test import Client
+
+from chalicelib import deps
+from chalicelib.accounts import SEAL_LABEL
+from chalicelib.claims import LINK_TTL_SECONDS, ClaimService
+from chalicelib.jobs.reaper import Reaper
+from chalicelib.mail import build_sender
+from chalicelib.outbox import Outbox
+from chalicelib.sealing import Sealer
+from chalicelib.store import ResourceStore
+from chalicelib.tokens import Signer
+from devstack.stack import Stack
+from tests.conftest import fresh_ip, magic_link
+from tests.functional.accounts_fixtures import (
+    OTHER_KEY,
+    Reply,
+    call,
+    claims_of,
+    follow,
+    made,
+    new_email,
+    provision,
+    session_of,
+    sign_in,
+    signed,
+)
+from tests.functional.conftest import scan, settings
+
+DAY = 24 * 3600
+LOGIN_INVALID = "/login?error=link_invalid"
+
+
+def claim_with(client: Client, **body: Any) -> Reply:
+    return call(client, "POST", "/claim", body)
+
+
+@pytest.fixture
+def upgrade_jwt(client: Client) -> str:
+    """The upgrade_jwt of a fresh anonymous webhook inbox (no backend server involved)."""
+    token: str = made(client, "/webhook/new")["upgrade_jwt"]
+    return token
+
+
+# -- POST /claim --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "email",
+    [
+        "",
+        "plain",
+        "a@b",
+        "a b@example.com",
+        "a@example.com\n",
+        "<a@example.com>",
+        "a" * 243 + "@example.com",  # 255 characters
+        "a@-x.com",
+        "a@[1.2.3.4]",
+        123,
+    ],
+)
+def test_claim_rejects_malformed_email(client: Client, upgrade_jwt: str, email: Any) -> None:
+    reply = claim_with(client, token=upgrade_jwt, email=email)
+    assert reply.error == (400, "invalid_email_format")
+
+
+def test_claim_accepts_email_with_surrounding_spaces(
+    client: Client, stack: Stack, upgrade_jwt: str
+) -> None:
+    email = new_email()
+    reply = claim_with(client, token=upgrade_jwt, email=f"  {email}  ")
+    assert reply.status == 200 and reply.body["email"] == email
+    assert magic_link(stack, email)
+
+
+def test_claim_accepts_jwt_alias(client: Client, upgrade_jwt: str) -> None:
+    assert claim_with(client, jwt=upgrade_jwt, email=new_email()).status == 200
+
+
+def test_claim_prefers_good_token_over_bad_jwt(client: Client, upgrade_jwt: str) -> None:
+    reply = claim_with(client, token=upgrade_jwt, jwt="not-a-jwt", email=new_email())
+    assert reply.status == 200
+
+
+def test_claim_prefers_bad_token_over_good_jwt(client: Client, upgrade_jwt: str) -> None:
+    reply = claim_with(client, token="not-a-jwt", jwt=upgrade_jwt, email=new_email())
+    assert reply.error == (400, "invalid_token")
+
+
+def tampered(token: str) -> str:
+    """The token naming another network, its signature kept."""
+    header, _, signature = token.split(".")
+    claims = {**claims_of(token), "own": "fp:10.0.0.0/24"}
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    return ".".join([header, payload, signature])
+
+
+def session_token(_: str) -> str:
+    return Signer(settings().jwt_secret).session_token(
+        "usr_x", "team_x", "a@x.com", int(time.time())
+    )
+
+
+def expired(token: str) -> str:
+    claims = claims_of(token)
+    issued = int(time.time()) - 8 * DAY
+    return Signer(settings().jwt_secret).upgrade_token(claims["sub"], claims["own"], issued)
+
+
+BAD_TOKENS: dict[str, Callable[[str], str]] = {
+    "tampered": tampered,
+    "other_key": lambda t: signed(claims_of(t), OTHER_KEY),
+    "alg_none": lambda t: signed(claims_of(t), algorithm="none"),
+    "session_jwt": session_token,
+    "expired": expired,
+}
+
+
+@pytest.mark.parametrize("make_bad", BAD_TOKENS.values(), ids=BAD_TOKENS.keys())
+def test_claim_rejects_invalid_token(
+    client: Client, upgrade_jwt: str, make_bad: Callable[[str], str]
+) -> None:
+    reply = claim_with(client, token=make_bad(upgrade_jwt), email=new_email())
+    assert reply.error == (400, "invalid_token")
+
+
+def test_claim_rejects_invalid_team_name(client: Client, upgrade_jwt: str) -> None:
+    reply = claim_with(client, token=upgrade_jwt, email=new_email(), team_name="<b>team</b>")
+    assert reply.error == (400, "invalid_name")
+
+
+def test_claim_rejects_non_json_body(client: Client) -> None:
+    reply = call(client, "POST", "/claim", "token=x&email=a@example.com")
+    assert reply.error == (400, "invalid_json")
+
+
+# -- GET /claim/preview -------------------------------------------------------------------------
+def preview(client: Client, token: str | None) -> Reply:
+    return call(client, "GET", "/claim/preview" + (f"?t={token}" if token else ""))
+
+
+def test_preview_requires_token(client: Client) -> None:
+    assert preview(client, None).error == (400, "bad_request")
+
+
+@pytest.mark.parametrize("make_bad", [tampered, expired], ids=["bad", "expired"])
+def test_preview_reports_invalid_token_without_items(
+    client: Client, upgrade_jwt: str, make_bad: Callable[[str], str]
+) -> None:
+    reply = preview(client, make_bad(upgrade_jwt))
+    assert reply.status == 200
+    assert reply.body["token_valid"] is False and reply.body["items"] == []
+
+
+def keys_in(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in keys_in(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in keys_in(v)}
+    return set()
+
+
+def test_preview_lists_only_the_networks_items_without_tokens(client: Client) -> None:
+    ip = fresh_ip()
+    first = made(client, "/webhook/new", name="first", ip=ip)
+    second = made(client, "/webhook/new", name="second", ip=ip)
+    other = made(client, "/webhook/new")
+    reply = preview(client, first["upgrade_jwt"])
+    assert reply.status == 200 and reply.body["token_valid"] is True
+    assert sorted(i["id"] for i in reply.body["items"]) == sorted([first["id"], second["id"]])
+    assert "token" not in keys_in(reply.body)
+    text = json.dumps(reply.body)
+    assert not any(r["token"] in text for r in (first, second, other))
+
+
+def test_preview_has_no_side_effects(client: Client, stack: Stack, upgrade_jwt: str) -> None:
+    tables = [settings().resources_table, settings().counters_table, settings().accounts_table]
+    before = [scan(deps.get_dynamo(), t) for t in tables]
+    mails = len(stack.smtp.messages())
+    assert preview(client, upgrade_jwt).status == 200
+    assert [scan(deps.get_dynamo(), t) for t in tables] == before
+    assert len(stack.smtp.messages()) == mails
+
+
+# -- sign-in links ------------------------------------------------------------------------------
+def claim_service(clock: Callable[[], float]) -> ClaimService:
+    """The service as deps builds it, on another clock."""
+    store = ResourceStore(deps.get_dynamo(), settings())
+    return ClaimService(
+        settings(), deps.get_accounts(), store, deps.get_teams(), deps.get_outbox, clock
+    )
+
+
+def test_follow_expired_link_lands_on_login_without_cookie(client: Client, stack: Stack) -> None:
+    email = new_email()
+    sent_at = time.time() - LINK_TTL_SECONDS - 60
+    claim_service(lambda: sent_at).start_login(email, None)
+    reply = follow(client, magic_link(stack, email))
+    assert reply.status == 302 and reply.headers["location"] == LOGIN_INVALID
+    assert "set-cookie" not in reply.headers
+
+
+def test_follow_unknown_link_lands_on_login_without_cookie(client: Client) -> None:
+    reply = follow(client, "/auth/email/callback?token=" + "A" * 43)
+    assert reply.status == 302 and reply.headers["location"] == LOGIN_INVALID
+    assert "set-cookie" not in reply.headers
+
+
+def landing(client: Client, stack: Stack, next_path: str) -> str:
+    email = new_email()
+    call(client, "POST", "/auth/email/start", {"email": email, "next": next_path})
+    reply = follow(client, magic_link(stack, email))
+    session_of(reply)
+    return reply.headers["location"]
+
+
+@pytest.mark.parametrize("next_path", ["//evil.example", "https://evil.example"])
+def test_follow_link_ignores_offsite_next(client: Client, stack: Stack, next_path: str) -> None:
+    assert landing(client, stack, next_path) == "/dashboard"
+
+
+def test_follow_link_keeps_same_site_next(client: Client, stack: Stack) -> None:
+    assert landing(client, stack, "/cli/approve?session=x") == "/cli/approve?session=x"
+
+
+# -- POST /auth/email/start ---------------------------------------------------------------------
+@pytest.mark.parametrize("known", [False, True], ids=["unknown", "known"])
+def test_start_email_sign_in_answers_the_same_whether_known(
+    client: Client, stack: Stack, known: bool
+) -> None:
+    email = new_email()
+    if known:
+        sign_in(client, stack, email)
+    reply = call(client, "POST", "/auth/email/start", {"email": email})
+    assert (reply.status, reply.body) == (200, {"ok": True})
+
+
+def test_start_email_sign_in_rejects_malformed_email(client: Client) -> None:
+    reply = call(client, "POST", "/auth/email/start", {"email": "not an email"})
+    assert reply.error == (400, "invalid_email_format")
+
+
+# -- the recycle rule ---------------------------------------------------------------------------
+def expire_everything() -> None:
+    reaper = Reaper(
+        settings(), deps.get_dynamo(), deps.get_provider, lambda: time.time() + DAY + 3600
+    )
+    assert reaper.run().expired >= 1
+
+
+@pytest.fixture
+def recycled(client: Client) -> str:
+    """A network whose anonymous resource the reaper expired unclaimed."""
+    ip = fresh_ip()
+    made(client, "/webhook/new", ip=ip)
+    expire_everything()
+    return ip
+
+
+@pytest.mark.parametrize("path", ["/db/new", "/cache/new"])
+def test_provision_after_unclaimed_expiry_requires_claim(
+    client: Client, recycled: str, path: str
+) -> None:
+    reply = provision(client, path, ip=recycled)
+    assert reply.error == (402, "free_tier_recycle_requires_claim")
+    assert urlsplit(reply.body["claim_url"]).path == "/start"
+    assert reply.body["agent_action"].startswith("Tell the user")
+
+
+def claim_url_token(reply: Reply) -> str:
+    return parse_qs(urlsplit(reply.body["claim_url"]).query)["t"][0]
+
+
+def test_preview_of_recycle_claim_url_shows_blocked(client: Client, recycled: str) -> None:
+    token = claim_url_token(provision(client, "/db/new", ip=recycled))
+    assert preview(client, token).body["recycle_blocked"] is True
+
+
+def test_provision_after_recycle_claim_succeeds(
+    client: Client, stack: Stack, recycled: str
+) -> None:
+    token = claim_url_token(provision(client, "/db/new", ip=recycled))
+    email = new_email()
+    assert claim_with(client, token=token, email=email).status == 200
+    session_of(follow(client, magic_link(stack, email)))
+    assert provision(client, "/db/new", ip=recycled).status == 201
+
+
+def test_provision_from_other_network_is_not_blocked(client: Client, recycled: str) -> None:
+    assert provision(client, "/db/new").status == 201
+
+
+# -- the outbox ---------------------------------------------------------------------------------
+@pytest.fixture
+def mail_down(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """INSTANODE_MAIL_URL names a port nobody listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("INSTANODE_MAIL_URL", f"smtp://127.0.0.1:{port}")
+    deps.reset()
+
+
+def outbox_items() -> list[dict[str, Any]]:
+    items = scan(deps.get_dynamo(), settings().accounts_table)
+    return [i for i in items if i["pk"].startswith("outbox#")]
+
+
+def working_outbox(stack: Stack) -> Outbox:
+    s = settings()
+    sealer = Sealer(s.jwt_secret, SEAL_LABEL)
+    return Outbox(
+        deps.get_dynamo(), s.accounts_table, sealer, build_sender(stack.smtp.url), s.mail_from
+    )
+
+
+@pytest.mark.usefixtures("mail_down")
+def test_claim_with_mail_down_answers_and_keeps_the_mail_pending(
+    client: Client, upgrade_jwt: str
+) -> None:
+    assert claim_with(client, token=upgrade_jwt, email=new_email()).status == 200
+    [item] = outbox_items()
+    assert item["pending"] == "1" and item["attempts"] == 1
+
+
+@pytest.mark.usefixtures("mail_down")
+def test_retry_pending_delivers_a_working_link_once_mail_is_back(
+    client: Client, stack: Stack, upgrade_jwt: str
+) -> None:
+    email = new_email()
+    claim_with(client, token=upgrade_jwt, email=email)
+    report = working_outbox(stack).retry_pending(int(time.time()) + 120)
+    assert (report.sent, report.failed) == (1, 0)
+    reply = follow(client, magic_link(stack, email))
+    assert session_of(reply) and reply.headers["location"] == "/dashboard"
+
+
+@pytest.mark.usefixtures("mail_down")
+def test_send_claim_mail_never_stores_the_link_in_plain_text(
+    client: Client, stack: Stack, upgrade_jwt: str
+) -> None:
+    email = new_email()
+    claim_with(client, token=upgrade_jwt, email=email)
+    pending = scan(deps.get_dynamo(), settings().accounts_table)
+    working_outbox(stack).retry_pending(int(time.time()) + 120)
+    secret = parse_qs(urlsplit(magic_link(stack, email)).query)["token"][0]
+    delivered = scan(deps.get_dynamo(), settings().accounts_table)
+    assert not any(secret in repr(item) for item in pending + delivered)
