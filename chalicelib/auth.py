@@ -8,13 +8,14 @@ A session holds every scope; only a session may mint API keys.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 
 from chalicelib import errors
-from chalicelib.accounts import AccountStore, Scope
+from chalicelib.accounts import AccountStore, ApiKey, Scope
 from chalicelib.models import team_owner
 from chalicelib.tokens import SESSION_TTL_SECONDS, InvalidTokenError, SessionClaims, Signer
 
@@ -92,6 +93,14 @@ class Authenticator:
         except InvalidTokenError:
             return False
         return True
+
+
+def new_api_key(
+    user_id: str, team_id: str, name: str, scope: Scope, now: int
+) -> tuple[str, ApiKey]:
+    """A fresh secret and its key record (the store keeps only the secret's hash)."""
+    secret = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    return secret, ApiKey("key_" + secrets.token_hex(8), team_id, user_id, name, scope, now)
 
 
 def session_cookie(token: str, secure: bool, max_age: int = SESSION_TTL_SECONDS) -> str:

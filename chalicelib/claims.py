@@ -9,6 +9,8 @@ the link is followed, so a typo in the address claims nothing.
 
 from __future__ import annotations
 
+import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -16,19 +18,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib import errors
-from chalicelib.accounts import AccountStore, Link, LinkPurpose
+from chalicelib.accounts import AccountStore, Link, LinkPurpose, secret_hash
 from chalicelib.config import Settings
 from chalicelib.emails import valid_email
 from chalicelib.mail import Message
 from chalicelib.outbox import Outbox
 from chalicelib.resources import resource_summary
-from chalicelib.routes.requests import resource_name
 from chalicelib.service import iso
 from chalicelib.store import ResourceStore
 from chalicelib.teams import TeamService
 from chalicelib.tokens import InvalidTokenError, Signer, UpgradeClaims
 
+log = logging.getLogger(__name__)
 LINK_TTL_SECONDS = 15 * 60
+MAILS_PER_HOUR = 5  # sign-in links per address
+TEAM_NAME_MAX = 64
+TEAM_NAME = re.compile(rf"[^\W_][\w .,'&()-]{{0,{TEAM_NAME_MAX - 1}}}")
 DEFAULT_NEXT = "/dashboard"
 
 
@@ -78,7 +83,7 @@ class ClaimService:
     def start_claim(self, token: Any, email: Any, team_name: Any) -> dict[str, Any]:
         claims = self._read(token)
         address = valid_email(email)
-        name = resource_name(team_name) if team_name not in (None, "") else ""
+        name = valid_team_name(team_name)
         link = Link(
             email=address,
             purpose=LinkPurpose.CLAIM,
@@ -86,7 +91,13 @@ class ClaimService:
             claim_owner=claims.owner,
             team_name=name,
         )
-        self._send_link(link, "Confirm your instanode claim", "keep the resources you made")
+        if not self._send_link(link, "Confirm your instanode claim", "keep the resources you made"):
+            raise errors.RateLimitedError(
+                f"{address} was sent {MAILS_PER_HOUR} sign-in links this hour.",
+                agent_action="Tell the user to use the newest link in their inbox, or retry "
+                "in an hour.",
+                headers={"Retry-After": str(3600 - int(self._clock()) % 3600)},
+            )
         return {
             "ok": True,
             "email": address,
@@ -102,7 +113,7 @@ class ClaimService:
             expires_at=int(self._clock()) + LINK_TTL_SECONDS,
             next_path=safe_next(next_path),
         )
-        self._send_link(link, "Your instanode sign-in link", "sign in")
+        self._send_link(link, "Your instanode sign-in link", "sign in")  # quietly capped
 
     def follow(self, secret: str) -> SignedIn | None:
         """Use a sign-in link (once). None when it is unknown, used or expired."""
@@ -133,7 +144,14 @@ class ClaimService:
                 agent_action="Use the upgrade_jwt of a resource made in the last 7 days.",
             ) from exc
 
-    def _send_link(self, link: Link, subject: str, purpose: str) -> None:
+    def _send_link(self, link: Link, subject: str, purpose: str) -> bool:
+        """Mail a new link, unless the address had MAILS_PER_HOUR this hour (False): nobody can
+        flood a mailbox through us."""
+        now = int(self._clock())
+        hour = f"mail#{secret_hash(link.email)[:24]}#{now // 3600}"
+        if not self._store.take_slot(hour, MAILS_PER_HOUR, now + 7200):
+            log.warning("sign-in mail cap reached for one address")
+            return False
         secret = secrets.token_urlsafe(32)
         self._accounts.put_link(secret, link)
         url = f"{self._settings.public_base_url}/auth/email/callback?token={secret}"
@@ -149,6 +167,21 @@ class ClaimService:
             "this email.</p>"
         )
         self._outbox().send(Message(link.email, subject, text, html), int(self._clock()))
+        return True
+
+
+def valid_team_name(value: Any) -> str:
+    """An optional team name ('' when not given): a letter or digit, then letters, digits,
+    spaces and . , ' & ( ) _ -, at most 64 characters."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str) or not TEAM_NAME.fullmatch(value.strip()):
+        raise errors.InvalidNameError(
+            f"'team_name' must be 1-{TEAM_NAME_MAX} characters: a letter or digit, then "
+            "letters, digits, spaces or . , ' & ( ) _ -",
+            agent_action="Pick a team name like 'Acme Labs' or leave team_name out.",
+        )
+    return value.strip()
 
 
 def safe_next(value: Any) -> str:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from chalicelib.auth import Authenticator
     from chalicelib.billing import BillingService
     from chalicelib.claims import ClaimService
+    from chalicelib.devices import DeviceFlow
     from chalicelib.health import Readiness
     from chalicelib.outbox import Outbox
     from chalicelib.resources import ResourceService
@@ -85,6 +86,13 @@ def get_outbox() -> Outbox:
 
 
 @cache
+def get_devices() -> DeviceFlow:
+    from chalicelib.devices import DeviceFlow
+
+    return DeviceFlow(get_settings(), get_accounts())
+
+
+@cache
 def get_teams() -> TeamService:
     from chalicelib.teams import TeamService
 
@@ -124,6 +132,7 @@ _ACCESSORS = (
     get_accounts,
     get_authenticator,
     get_outbox,
+    get_devices,
     get_teams,
     get_claims,
     get_resources,

@@ -6,30 +6,20 @@ JWT); API keys come only as Bearer. Only a signed-in session may mint or delete 
 
 from __future__ import annotations
 
-import re
-import secrets
 import time
-import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chalice.app import Blueprint, Response
 
 from chalicelib import errors
 from chalicelib.config import get_settings
-from chalicelib.deps import get_accounts, get_authenticator, get_claims
+from chalicelib.deps import get_accounts, get_authenticator, get_claims, get_devices
 from chalicelib.routes import requests
 from chalicelib.service import iso
-
-if TYPE_CHECKING:
-    from chalicelib.accounts import ApiKey, CliSession, Scope
-    from chalicelib.sealing import Sealer
 
 bp = Blueprint(__name__)
 
 ANY_CONTENT_TYPE = ["*/*"]
-CLI_SESSION_SECONDS = 300
-CLI_POLL_SECONDS = 2
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @bp.route("/auth/email/start", methods=["POST"], content_types=ANY_CONTENT_TYPE)
@@ -90,60 +80,28 @@ def logout() -> Response:
     return Response({"ok": True}, headers={"Set-Cookie": cleared})
 
 
-# -- CLI device flow --------------------------------------------------------------------------
+# -- CLI device flow (chalicelib/devices.py) ---------------------------------------------------
 @bp.route("/auth/cli", methods=["POST"], content_types=ANY_CONTENT_TYPE)
 def cli_start() -> dict[str, Any]:
-    from chalicelib.accounts import CliSession
-
-    session = CliSession(str(uuid.uuid4()), "pending", int(time.time()) + CLI_SESSION_SECONDS)
-    get_accounts().put_cli_session(session)
-    base = get_settings().public_base_url
-    return {
-        "ok": True,
-        "session_id": session.id,
-        "auth_url": f"{base}/cli/approve?session={session.id}",
-        "expires_at": iso(session.expires_at),
-        "poll_interval_seconds": CLI_POLL_SECONDS,
-    }
+    return get_devices().start()
 
 
 @bp.route("/auth/cli/{session_id}", methods=["GET"])
 def cli_poll(session_id: str) -> dict[str, Any]:
-    session = _cli_session(session_id)
-    if session.status == "pending" and session.expires_at <= time.time():
-        return {"ok": True, "status": "expired", "expires_at": iso(session.expires_at)}
-    body: dict[str, Any] = {
-        "ok": True,
-        "status": session.status,
-        "expires_at": iso(session.expires_at),
-    }
-    sealed = get_accounts().take_cli_token(session.id) if session.status == "approved" else None
-    if sealed is not None:
-        body["api_token"] = _sealer().open(sealed, f"clitoken#{session.id}").decode()
-    return body
+    return get_devices().poll(session_id)
 
 
 @bp.route("/auth/cli/{session_id}/approve", methods=["POST"], content_types=ANY_CONTENT_TYPE)
 def cli_approve(session_id: str) -> dict[str, Any]:
-    from chalicelib.accounts import Scope
-
     principal = get_authenticator().require_session(bp.current_request.headers)
-    session = _cli_session(session_id)
-    secret, key = _new_api_key(principal.user_id, principal.team_id, "CLI", Scope.WRITE)
-    sealed = _sealer().seal(secret.encode(), f"clitoken#{session.id}")
-    key_item = get_accounts().api_key_item(secret, key)
-    if not get_accounts().approve_cli_session(session.id, sealed, key_item, int(time.time())):
-        raise errors.SessionNotPendingError(
-            "This CLI sign-in is no longer waiting for approval (expired or already approved).",
-            agent_action="Start a new sign-in from the CLI.",
-        )
-    return {"ok": True, "status": "approved"}
+    return get_devices().approve(principal, session_id)
 
 
 # -- API keys -----------------------------------------------------------------------------------
 @bp.route("/api/v1/api-keys", methods=["POST"], content_types=ANY_CONTENT_TYPE)
 def create_api_key() -> Response:
     from chalicelib.accounts import Scope
+    from chalicelib.auth import new_api_key
 
     principal = get_authenticator().require_session(bp.current_request.headers)
     body = requests.json_object(bp.current_request)
@@ -152,7 +110,7 @@ def create_api_key() -> Response:
         scope = Scope(body.get("scope", Scope.READ.value))
     except ValueError as exc:
         raise errors.BadRequestError("'scope' must be one of read, write, admin.") from exc
-    secret, key = _new_api_key(principal.user_id, principal.team_id, name, scope)
+    secret, key = new_api_key(principal.user_id, principal.team_id, name, scope, int(time.time()))
     get_accounts().put_api_key(secret, key)
     return Response({"ok": True, **key.as_json(), "api_token": secret}, status_code=201)
 
@@ -170,31 +128,3 @@ def delete_api_key(key_id: str) -> dict[str, Any]:
     if not get_accounts().delete_api_key(principal.team_id, key_id):
         raise errors.NotFoundError(f"No API key {key_id} in this team.")
     return {"ok": True, "id": key_id, "deleted": True}
-
-
-def _new_api_key(user_id: str, team_id: str, name: str, scope: Scope) -> tuple[str, ApiKey]:
-    """A fresh secret and its key record (the store keeps only the secret's hash)."""
-    from chalicelib.accounts import ApiKey
-    from chalicelib.auth import API_KEY_PREFIX
-
-    secret = API_KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey("key_" + secrets.token_hex(8), team_id, user_id, name, scope, int(time.time()))
-    return secret, key
-
-
-def _cli_session(session_id: str) -> CliSession:
-    session = get_accounts().cli_session(session_id) if _UUID.fullmatch(session_id) else None
-    if session is None:
-        raise errors.SessionNotFoundError(
-            "No CLI sign-in session has this id.",
-            agent_action="Start a new sign-in with POST /auth/cli and poll the session_id it "
-            "returns.",
-        )
-    return session
-
-
-def _sealer() -> Sealer:
-    from chalicelib.accounts import SEAL_LABEL
-    from chalicelib.sealing import Sealer
-
-    return Sealer(get_settings().jwt_secret, SEAL_LABEL)

@@ -9,7 +9,6 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,8 +16,8 @@ from chalice.test import Client
 
 from chalicelib import deps, errors
 from chalicelib.billing import razorpay_signature
+from chalicelib.devices import SESSION_SECONDS, DeviceFlow
 from chalicelib.models import team_owner
-from chalicelib.routes import auth as auth_routes
 from chalicelib.store import ResourceStore
 from chalicelib.tokens import Signer
 from devstack.stack import Stack
@@ -37,7 +36,6 @@ from tests.functional.accounts_fixtures import (
 from tests.functional.conftest import settings
 
 DAY = 24 * 3600
-CLI_SESSION_SECONDS = 300
 
 
 @pytest.fixture
@@ -158,9 +156,9 @@ def cli_start(client: Client) -> str:
     return session_id
 
 
-def clock_at(monkeypatch: pytest.MonkeyPatch, now: float) -> None:
-    """The device-flow routes' clock (they read time.time(), as the storage routes do)."""
-    monkeypatch.setattr(auth_routes, "time", SimpleNamespace(time=lambda: now))
+def flow_at(now: float) -> DeviceFlow:
+    """The device flow as deps builds it, on another clock."""
+    return DeviceFlow(deps.get_settings(), deps.get_accounts(), lambda: now)
 
 
 @pytest.mark.parametrize("session_id", ["not-a-uuid", str(uuid.uuid4())], ids=["malformed", "new"])
@@ -168,23 +166,17 @@ def test_poll_unknown_cli_session_is_not_found(client: Client, session_id: str) 
     assert call(client, "GET", f"/auth/cli/{session_id}").error == (404, "session_not_found")
 
 
-def test_poll_cli_session_after_five_minutes_is_expired(
-    client: Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_poll_cli_session_after_five_minutes_is_expired(client: Client) -> None:
     session_id = cli_start(client)
-    clock_at(monkeypatch, time.time() + CLI_SESSION_SECONDS + 1)
-    polled = call(client, "GET", f"/auth/cli/{session_id}")
-    assert polled.status == 200 and polled.body["status"] == "expired"
-    assert "api_token" not in polled.body
+    polled = flow_at(time.time() + SESSION_SECONDS + 1).poll(session_id)
+    assert polled["status"] == "expired" and "api_token" not in polled
 
 
-def test_approve_expired_cli_session_conflicts(
-    client: Client, session: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_approve_expired_cli_session_conflicts(client: Client, session: str) -> None:
     session_id = cli_start(client)
-    clock_at(monkeypatch, time.time() + CLI_SESSION_SECONDS + 1)
-    reply = call(client, "POST", f"/auth/cli/{session_id}/approve", {}, bearer=session)
-    assert reply.error == (409, "session_not_pending")
+    principal = deps.get_authenticator().require_session({"authorization": f"Bearer {session}"})
+    with pytest.raises(errors.SessionNotPendingError):
+        flow_at(time.time() + SESSION_SECONDS + 1).approve(principal, session_id)
 
 
 def test_approve_cli_session_twice_conflicts(client: Client, session: str) -> None:

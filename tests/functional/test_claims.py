@@ -17,7 +17,7 @@ from chalice.test import Client
 
 from chalicelib import deps
 from chalicelib.accounts import SEAL_LABEL
-from chalicelib.claims import LINK_TTL_SECONDS, ClaimService
+from chalicelib.claims import LINK_TTL_SECONDS, MAILS_PER_HOUR, ClaimService
 from chalicelib.jobs.reaper import Reaper
 from chalicelib.mail import build_sender
 from chalicelib.outbox import Outbox
@@ -251,6 +251,30 @@ def test_start_email_sign_in_answers_the_same_whether_known(
 def test_start_email_sign_in_rejects_malformed_email(client: Client) -> None:
     reply = call(client, "POST", "/auth/email/start", {"email": "not an email"})
     assert reply.error == (400, "invalid_email_format")
+
+
+def test_start_email_sign_in_mails_an_address_at_most_five_times_an_hour(
+    client: Client, stack: Stack
+) -> None:
+    email = new_email()
+    replies = [call(client, "POST", "/auth/email/start", {"email": email}) for _ in range(7)]
+    assert all((r.status, r.body) == (200, {"ok": True}) for r in replies)  # no difference shown
+    stack.smtp.wait_for(email)
+    assert sum(m["To"] == email for m in stack.smtp.messages()) == MAILS_PER_HOUR
+
+
+def test_claim_past_the_hourly_mail_cap_is_rate_limited(client: Client, upgrade_jwt: str) -> None:
+    email = new_email()
+    replies = [claim_with(client, token=upgrade_jwt, email=email) for _ in range(6)]
+    assert [r.status for r in replies] == [200] * MAILS_PER_HOUR + [429]
+    assert replies[-1].error == (429, "rate_limited") and replies[-1].body["agent_action"]
+
+
+def test_claim_accepts_team_name_with_apostrophe_and_ampersand(
+    client: Client, upgrade_jwt: str
+) -> None:
+    reply = claim_with(client, token=upgrade_jwt, email=new_email(), team_name="Bob's R&D")
+    assert reply.status == 200
 
 
 # -- the recycle rule ---------------------------------------------------------------------------
