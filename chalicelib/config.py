@@ -13,11 +13,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from chalicelib.errors import ConfigError
 from chalicelib.models import Backend, Kind, Resource
 
+T = TypeVar("T")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Backend list per kind: env var name and the kind whose list it falls back to when unset.
@@ -125,14 +126,19 @@ class Settings:
         )
 
 
-def _json_object(var: str, raw: str) -> dict[str, Any]:
+def _json(var: str, raw: str, expected: type[T], what: str) -> T:
+    """``raw`` parsed as JSON of the ``expected`` type, else a ConfigError naming ``var``."""
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{var} is not valid JSON: {exc.msg}") from exc
-    if not isinstance(value, dict):
-        raise ConfigError(f"{var} must be a JSON object")
+    if not isinstance(value, expected):
+        raise ConfigError(f"{var} must be {what}")
     return value
+
+
+def _json_object(var: str, raw: str) -> dict[str, Any]:
+    return _json(var, raw, dict, "a JSON object")
 
 
 def _parse_plans(raw: str) -> dict[str, str]:
@@ -196,13 +202,7 @@ def _parse_backends(env: Mapping[str, str]) -> dict[Kind, tuple[Backend, ...]]:
 
 
 def _json_list(var: str, raw: str) -> list[Any]:
-    try:
-        items = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{var} is not valid JSON: {exc.msg}") from exc
-    if not isinstance(items, list):
-        raise ConfigError(f"{var} must be a JSON list of backends")
-    return items
+    return _json(var, raw, list, "a JSON list of backends")
 
 
 def _backend(var: str, item: Any) -> Backend:

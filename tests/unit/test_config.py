@@ -41,3 +41,38 @@ def test_backend_repr_hides_admin_url() -> None:
 def test_from_env_rejects_bad_trusted_proxy() -> None:
     with pytest.raises(ConfigError):
         Settings.from_env({"INSTANODE_JWT_SECRET": SECRET, "INSTANODE_TRUSTED_PROXIES": "nope"})
+
+
+def test_from_env_reads_promo_codes_case_insensitively() -> None:
+    raw = json.dumps({"earlybird": {"discount_percent": 20, "valid_until": "2027-01-01"}})
+    s = Settings.from_env({"INSTANODE_JWT_SECRET": SECRET, "INSTANODE_PROMO_CODES": raw})
+    promo = s.promo_codes["EARLYBIRD"]
+    assert (promo.discount_percent, promo.valid_until) == (20, "2027-01-01")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '["EARLYBIRD"]',
+        '{"X": 5}',
+        '{"X": {"discount_percent": 101}}',
+        '{"X": {"discount_percent": "a"}}',
+    ],
+)
+def test_from_env_rejects_malformed_promo_codes(raw: str) -> None:
+    with pytest.raises(ConfigError):
+        Settings.from_env({"INSTANODE_JWT_SECRET": SECRET, "INSTANODE_PROMO_CODES": raw})
+
+
+@pytest.mark.parametrize("raw", ["nope", '["plan"]', '{"plan_1": 3}'])
+def test_from_env_rejects_malformed_billing_plans(raw: str) -> None:
+    with pytest.raises(ConfigError):
+        Settings.from_env({"INSTANODE_JWT_SECRET": SECRET, "INSTANODE_BILLING_PLANS": raw})
+
+
+def test_from_env_marks_cookies_secure_only_on_https() -> None:
+    def base(url: str) -> bool:
+        env = {"INSTANODE_JWT_SECRET": SECRET, "INSTANODE_PUBLIC_BASE_URL": url}
+        return Settings.from_env(env).secure_cookies
+
+    assert base("https://api.example.com") and not base("http://127.0.0.1:8000")
