@@ -42,6 +42,55 @@ class Promo:
     valid_until: str | None
 
 
+@dataclass(frozen=True)
+class DeploySettings:
+    """Where container deploys build and run (README "Deploys")."""
+
+    backend: str  # "local" (podman on this machine) or "kubernetes"
+    domain: str  # apps are served at <slug>.<domain>
+    bucket: str  # build contexts are stored here (deploys/<app_id>/<revision>.tar.gz)
+    # local backend
+    state_dir: str  # per-app work dirs, logs and status files
+    port_range: tuple[int, int]  # host ports apps are published on (127.0.0.1 only)
+    # kubernetes backend
+    kube_api_url: str
+    kube_token: str = field(repr=False)
+    kube_namespace: str
+    kube_ca_file: str  # "" to skip TLS verification (test servers only)
+    registry: str  # where kaniko pushes images, e.g. registry.example.com/instanode
+    kaniko_image: str
+    ingress_class: str
+    cluster_issuer: str  # cert-manager ClusterIssuer for the apps' TLS certificates
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> DeploySettings:
+        low, _, high = env.get("INSTANODE_DEPLOY_PORTS", "31000-31999").partition("-")
+        try:
+            ports = (int(low), int(high))
+        except ValueError as exc:
+            raise ConfigError("INSTANODE_DEPLOY_PORTS must look like 31000-31999") from exc
+        backend = env.get("INSTANODE_DEPLOY_BACKEND", "local")
+        if backend not in ("local", "kubernetes"):
+            raise ConfigError("INSTANODE_DEPLOY_BACKEND must be local or kubernetes")
+        return cls(
+            backend=backend,
+            domain=env.get("INSTANODE_DEPLOY_DOMAIN", "localhost"),
+            bucket=env.get("INSTANODE_DEPLOY_BUCKET", env.get("INSTANODE_BUCKET", "")),
+            state_dir=env.get("INSTANODE_DEPLOY_STATE_DIR", "/tmp/instanode-deploys"),
+            port_range=ports,
+            kube_api_url=env.get("INSTANODE_KUBE_API_URL", ""),
+            kube_token=env.get("INSTANODE_KUBE_TOKEN", ""),
+            kube_namespace=env.get("INSTANODE_KUBE_NAMESPACE", "instanode-apps"),
+            kube_ca_file=env.get("INSTANODE_KUBE_CA_FILE", ""),
+            registry=env.get("INSTANODE_DEPLOY_REGISTRY", ""),
+            kaniko_image=env.get(
+                "INSTANODE_KANIKO_IMAGE", "gcr.io/kaniko-project/executor:v1.23.2"
+            ),
+            ingress_class=env.get("INSTANODE_INGRESS_CLASS", "nginx"),
+            cluster_issuer=env.get("INSTANODE_CLUSTER_ISSUER", "letsencrypt"),
+        )
+
+
 # Webhook inboxes live in the platform's own DynamoDB: one implicit backend.
 WEBHOOK_BACKEND = "inbox"
 
@@ -64,6 +113,7 @@ class Settings:
     razorpay_webhook_secret: str = field(repr=False)
     billing_plans: Mapping[str, str]  # billing provider plan id -> tier name
     promo_codes: Mapping[str, Promo]
+    deploy: DeploySettings
 
     @property
     def resources_table(self) -> str:
@@ -123,6 +173,7 @@ class Settings:
             razorpay_webhook_secret=env.get("INSTANODE_RAZORPAY_WEBHOOK_SECRET", ""),
             billing_plans=_parse_plans(env.get("INSTANODE_BILLING_PLANS", "{}")),
             promo_codes=_parse_promos(env.get("INSTANODE_PROMO_CODES", "{}")),
+            deploy=DeploySettings.from_env(env),
         )
 
 

@@ -219,3 +219,22 @@ class SessionNotPendingError(ApiError):
 
     status = 409
     code = "session_not_pending"
+
+
+class TarballTooLargeError(ApiError):
+    """The build context is larger than the tier accepts (or a request body can carry)."""
+
+    status = 413
+    code = "tarball_too_large"
+
+
+class InvalidTarballError(BadRequestError):
+    """The build context is not a gzipped tar, or holds members that could escape its tree."""
+
+    code = "invalid_tarball"
+
+
+class DockerfileNotFoundError(BadRequestError):
+    """The build context has no Dockerfile at its root."""
+
+    code = "dockerfile_not_found"

@@ -1,0 +1,1 @@
+"""Container deploys: a gzipped tarball with a Dockerfile becomes a running app at a URL."""
