@@ -26,6 +26,19 @@ class KindLimits:
 
 
 @dataclass(frozen=True)
+class DeployLimits:
+    apps: int
+    cpu_millis: int
+    memory_mb: int
+    tarball_mb: int
+    stack_ttl_hours: int | None
+
+    @property
+    def tarball_bytes(self) -> int:
+        return self.tarball_mb << 20
+
+
+@dataclass(frozen=True)
 class Tier:
     name: str
     price_usd_month: int
@@ -33,6 +46,7 @@ class Tier:
     ttl_hours: int | None
     daily_provisions: int | None
     kinds: dict[Kind, KindLimits]
+    deploys: DeployLimits
 
     def limits(self, kind: Kind) -> KindLimits:
         return self.kinds[kind]
@@ -67,4 +81,5 @@ def _tier(name: str, spec: dict[str, Any]) -> Tier:
         ttl_hours=spec["ttl_hours"],
         daily_provisions=spec["daily_provisions"],
         kinds={Kind(k): KindLimits(**v) for k, v in spec["kinds"].items()},
+        deploys=DeployLimits(**spec["deploys"]),
     )

@@ -78,6 +78,23 @@ def table_specs(prefix: str) -> list[dict[str, Any]]:
                 _index("by_pending", "pending", "created_at"),
             ],
         },
+        {
+            "TableName": f"{prefix}-deployments",
+            "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
+            "AttributeDefinitions": [
+                _attr("id"),
+                _attr("owner"),
+                _attr("owner_name"),
+                _attr("created_at", "N"),
+                _attr("expiry_shard"),
+                _attr("expires_at", "N"),
+            ],
+            "GlobalSecondaryIndexes": [
+                _index("by_owner", "owner", "created_at"),
+                _index("by_name", "owner_name", "created_at"),
+                _index("by_expiry", "expiry_shard", "expires_at"),
+            ],
+        },
     ]
 
 

@@ -217,3 +217,75 @@ resource "aws_dynamodb_table" "accounts" {
     enabled = true
   }
 }
+
+# Container deploys and stacks: GSI by_owner lists a team's, by_name finds the app a
+# `redeploy=true` names (owner_name = "<owner>#<name>"), sparse by_expiry feeds the reaper.
+resource "aws_dynamodb_table" "deployments" {
+  name         = "${local.prefix}-deployments"
+  billing_mode = "PAY_PER_REQUEST"
+  hash_key     = "id"
+
+  attribute {
+    name = "id"
+    type = "S"
+  }
+
+  attribute {
+    name = "owner"
+    type = "S"
+  }
+
+  attribute {
+    name = "owner_name"
+    type = "S"
+  }
+
+  attribute {
+    name = "created_at"
+    type = "N"
+  }
+
+  attribute {
+    name = "expiry_shard"
+    type = "S"
+  }
+
+  attribute {
+    name = "expires_at"
+    type = "N"
+  }
+
+  global_secondary_index {
+    name            = "by_owner"
+    hash_key        = "owner"
+    range_key       = "created_at"
+    projection_type = "ALL"
+  }
+
+  global_secondary_index {
+    name            = "by_name"
+    hash_key        = "owner_name"
+    range_key       = "created_at"
+    projection_type = "ALL"
+  }
+
+  global_secondary_index {
+    name            = "by_expiry"
+    hash_key        = "expiry_shard"
+    range_key       = "expires_at"
+    projection_type = "ALL"
+  }
+
+  ttl {
+    attribute_name = "ttl"
+    enabled        = true
+  }
+
+  point_in_time_recovery {
+    enabled = true
+  }
+
+  server_side_encryption {
+    enabled = true
+  }
+}
