@@ -1,0 +1,356 @@
+"""The local deploy backend: podman on this machine (``make run``, single-machine self-hosters).
+
+Everything of an app lives under ``<state_dir>/<slug>/``: ``port`` (its host port, allocated once
+and kept across redeploys so the URL stays) and one directory per revision holding ``job.json``,
+the build context, ``build.log``, ``status.json`` (written atomically by the worker at each step)
+and, briefly, the 0600 ``env`` file. ``start`` spawns ``chalicelib.deploy.local_worker``, which
+builds with ``buildah bud --isolation chroot`` and runs the image with ``podman --runtime runc``
+published on 127.0.0.1 only (the workarounds this kind of machine needs: notes, section 6).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chalicelib.config import DeploySettings
+from chalicelib.deploy.backend import BuildSpec, DeployStatus, Event, Observed
+from chalicelib.deploy.classify import classify_build, classify_runtime
+from chalicelib.errors import BackendUnavailableError
+
+PODMAN = ("podman", "--runtime", "runc")  # crun refuses cgroup v1 hybrid hosts
+ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")  # no CAP_SYS_RESOURCE
+WORKER_MARK = "[instanode] "  # the worker's own lines in build.log (left out of classification)
+_SLUG = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
+_ROOT = Path(__file__).resolve().parents[2]  # where `python -m chalicelib...` imports from
+_WORKER_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "XDG_RUNTIME_DIR", "CONTAINERS_CONF")
+
+
+def image_of(slug: str, revision: int | str) -> str:
+    return f"localhost/instanode-{slug}:{revision}"
+
+
+def container_of(slug: str) -> str:
+    return f"instanode-{slug}"
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the worker needs besides the context and the env file (no secrets here)."""
+
+    slug: str
+    revision: int
+    port: int  # inside the container
+    host_port: int
+    memory_mb: int
+    cpu_millis: int
+    health_timeout: float = 60.0
+    build_timeout: float = 900.0
+
+
+@dataclass(frozen=True)
+class Record:
+    """status.json: where a revision is; phase says which log explains a failure."""
+
+    status: DeployStatus
+    at: int
+    phase: str = "build"  # "build" | "run" | "worker"
+    exit_code: int | None = None
+    error: str | None = None
+    oom: bool = False
+    listening: bool | None = None
+    build_s: float | None = None  # seconds from the worker's start to a built image
+    deploy_s: float | None = None  # seconds from `podman run` to the first HTTP answer
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path  # <state_dir>/<slug>/<revision>
+
+    job = property(lambda self: self.root / "job.json")
+    context = property(lambda self: self.root / "context.tar.gz")
+    env = property(lambda self: self.root / "env")
+    log = property(lambda self: self.root / "build.log")
+    app_log = property(lambda self: self.root / "app.log")
+    status = property(lambda self: self.root / "status.json")
+    pid = property(lambda self: self.root / "worker.pid")
+
+
+def write_json(path: Path, value: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+
+
+def write_record(paths: Paths, record: Record) -> None:
+    write_json(paths.status, dataclasses.asdict(record))
+
+
+def read_record(paths: Paths) -> Record | None:
+    try:
+        raw = json.loads(paths.status.read_text())
+    except FileNotFoundError:
+        return None
+    return Record(**{**raw, "status": DeployStatus(raw["status"])})
+
+
+def read_job(paths: Paths) -> Job:
+    return Job(**json.loads(paths.job.read_text()))
+
+
+def read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def podman(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*PODMAN, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@dataclass(frozen=True)
+class Container:
+    revision: int | None
+    running: bool
+    exit_code: int | None
+    oom: bool
+
+
+def inspect(slug: str) -> Container | None:
+    """The app's container as podman sees it, or None when there is none."""
+    done = podman("container", "inspect", container_of(slug))
+    if done.returncode != 0:
+        return None
+    info = json.loads(done.stdout)[0]
+    state, labels = info["State"], info["Config"].get("Labels") or {}
+    revision = labels.get("instanode.revision")
+    return Container(
+        revision=int(revision) if revision else None,
+        running=state.get("Status") == "running",
+        exit_code=state.get("ExitCode"),
+        oom=bool(state.get("OOMKilled")),
+    )
+
+
+def app_lines(slug: str) -> list[str]:
+    done = podman("logs", container_of(slug))
+    return (done.stdout + done.stderr).splitlines() if done.returncode == 0 else []
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(
+        self, settings: DeploySettings, fetch_context: Callable[[str, str], bytes]
+    ) -> None:
+        self.settings = settings
+        self.fetch_context = fetch_context
+        self.state = Path(settings.state_dir)
+        self._children: dict[Path, subprocess.Popen[bytes]] = {}
+
+    def url_of(self, slug: str) -> str:
+        return f"http://{slug}.{self.settings.domain}:{self.host_port(slug)}"
+
+    def host_port(self, slug: str) -> int:
+        """The slug's host port: allocated from the range once, kept until ``remove``."""
+        stored = self._app_dir(slug) / "port"
+        if stored.exists():
+            return int(stored.read_text())
+        self.state.mkdir(parents=True, exist_ok=True)
+        with locked(self.state / ".ports.lock"):
+            if stored.exists():
+                return int(stored.read_text())
+            taken = {int(p.read_text()) for p in self.state.glob("*/port")}
+            low, high = self.settings.port_range
+            for port in range(low, high + 1):
+                if port not in taken and _bindable(port):
+                    stored.parent.mkdir(parents=True, exist_ok=True)
+                    stored.write_text(str(port))
+                    return port
+        raise BackendUnavailableError(f"no free host port left in {low}-{high} for local deploys")
+
+    def start(self, spec: BuildSpec) -> None:
+        paths = self._paths(spec.slug, spec.revision)
+        host_port = self.host_port(spec.slug)
+        with locked(self._app_dir(spec.slug) / "lock"):
+            if paths.pid.exists():
+                return  # this revision was started already
+            paths.root.mkdir(parents=True, exist_ok=True)
+            paths.context.write_bytes(self.fetch_context(spec.bucket, spec.context_key))
+            _write_env(paths.env, spec.env)
+            job = Job(
+                slug=spec.slug,
+                revision=spec.revision,
+                port=spec.port,
+                host_port=host_port,
+                memory_mb=spec.limits.memory_mb,
+                cpu_millis=spec.limits.cpu_millis,
+            )
+            write_json(paths.job, dataclasses.asdict(job))
+            write_record(paths, Record(DeployStatus.BUILDING, at=int(time.time())))
+            self._spawn(paths)
+
+    def _spawn(self, paths: Paths) -> None:
+        env = {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
+        env["PYTHONPATH"] = str(_ROOT)
+        with paths.log.open("ab") as log:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "chalicelib.deploy.local_worker", str(paths.root)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=_ROOT,
+                env=env,
+            )
+        self._children[paths.root] = child
+        write_json(paths.pid, {"pid": child.pid})
+
+    def observe(self, slug: str, revision: int) -> Observed:
+        paths = self._paths(slug, revision)
+        record = read_record(paths)
+        if record is None:
+            return Observed(
+                DeployStatus.DELETED if not paths.root.exists() else DeployStatus.BUILDING
+            )
+        if record.status in (DeployStatus.BUILDING, DeployStatus.DEPLOYING):
+            if self._worker_pid(paths) is not None:
+                return Observed(record.status)
+            record = read_record(paths) or record  # it may have finished just now
+            if not record.status.terminal and record.status != DeployStatus.HEALTHY:
+                record = dataclasses.replace(
+                    record, status=DeployStatus.FAILED, phase="worker", error="worker died"
+                )
+                write_record(paths, record)
+                paths.env.unlink(missing_ok=True)
+        if record.status == DeployStatus.HEALTHY:
+            record = self._still_running(slug, revision, paths, record)
+        if record.status != DeployStatus.FAILED:
+            return Observed(record.status)
+        event = self._event(paths, record)
+        return Observed(DeployStatus.FAILED, record.error or event.message, (event,))
+
+    def _still_running(self, slug: str, revision: int, paths: Paths, record: Record) -> Record:
+        """A healthy revision whose container exited since becomes FAILED (runtime)."""
+        container = inspect(slug)
+        current = container.revision if container is not None else None
+        if current is not None and current > revision:
+            return record  # replaced by a newer revision: it stays as it ended
+        failed = dataclasses.replace(
+            record, status=DeployStatus.FAILED, phase="run", at=int(time.time())
+        )
+        if container is None or current != revision:
+            failed = dataclasses.replace(failed, error="the app's container is gone")
+        elif container.running:
+            return record
+        else:
+            paths.app_log.write_text("\n".join(app_lines(slug)) + "\n")
+            failed = dataclasses.replace(failed, exit_code=container.exit_code, oom=container.oom)
+        write_record(paths, failed)
+        return failed
+
+    def _event(self, paths: Paths, record: Record) -> Event:
+        if record.phase == "superseded":
+            hint = "Nothing to do: the newer revision is the one that runs."
+            return Event("Superseded", record.error or "", None, (), hint, record.at)
+        if record.phase == "run":
+            return classify_runtime(
+                read_lines(paths.app_log),
+                record.exit_code,
+                record.at,
+                oom=record.oom,
+                listening=record.listening,
+                port=read_job(paths).port,
+            )
+        lines = [line for line in read_lines(paths.log) if not line.startswith(WORKER_MARK)]
+        return classify_build(lines, record.exit_code, record.at)
+
+    def logs(self, slug: str, revision: int, since_line: int = 0) -> list[str]:
+        paths = self._paths(slug, revision)
+        lines = read_lines(paths.log)
+        container = inspect(slug) if paths.root.exists() else None
+        if container is not None and container.revision == revision:
+            lines += app_lines(slug)
+        else:
+            lines += read_lines(paths.app_log)
+        return lines[since_line:]
+
+    def remove(self, slug: str) -> None:
+        app_dir = self._app_dir(slug)
+        for revision_dir in app_dir.glob("[0-9]*"):
+            pid = self._worker_pid(Paths(revision_dir))
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+        listed = podman("ps", "-aq", "--filter", f"label=instanode.app={slug}")
+        podman("rm", "-f", "-t", "0", container_of(slug), *listed.stdout.split())
+        images = podman("images", "-q", "--filter", f"reference=localhost/instanode-{slug}")
+        if images.stdout.split():
+            podman("rmi", "-f", *sorted(set(images.stdout.split())))
+        shutil.rmtree(app_dir, ignore_errors=True)
+
+    def _worker_pid(self, paths: Paths) -> int | None:
+        """The pid of this revision's live worker; None once it exited (or never started)."""
+        child = self._children.get(paths.root)
+        if child is not None and child.poll() is not None:
+            del self._children[paths.root]  # reaped: no zombie left to look alive
+        try:
+            pid = int(json.loads(paths.pid.read_text())["pid"])
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, KeyError):
+            return None
+        alive = stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        return pid if alive and str(paths.root).encode() in cmdline else None
+
+    def _app_dir(self, slug: str) -> Path:
+        if not _SLUG.match(slug):
+            raise ValueError(f"not a DNS label: {slug!r}")
+        return self.state / slug
+
+    def _paths(self, slug: str, revision: int) -> Paths:
+        return Paths(self._app_dir(slug) / str(int(revision)))
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _write_env(path: Path, env: Mapping[str, str]) -> None:
+    """The app's environment for ``podman run --env-file`` (0600; the worker deletes it).
+    Values with a line break cannot go in an env file: the worker passes those by name."""
+    for key in env:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ValueError(f"not an environment variable name: {key!r}")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(dict(env), handle)

@@ -1,0 +1,226 @@
+"""The detached worker of one local deploy revision:
+``python -m chalicelib.deploy.local_worker <state_dir>/<slug>/<revision>``.
+
+Its stdout and stderr are the revision's build.log. Steps: extract the context, build the image
+(buildah, chroot isolation), then, under the app's deploy lock, replace the app's container and
+wait until something answers HTTP on its host port. status.json is rewritten at each step.
+The app's environment goes to podman in a 0600 env file that is deleted once the container runs:
+values never reach a log or a command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from chalicelib.deploy.backend import DeployStatus
+from chalicelib.deploy.baseimage import BUSYBOX_IMAGE, ensure_busybox_image
+from chalicelib.deploy.local import (
+    PODMAN,
+    ULIMITS,
+    WORKER_MARK,
+    Job,
+    Paths,
+    Record,
+    app_lines,
+    container_of,
+    image_of,
+    inspect,
+    locked,
+    podman,
+    read_job,
+    read_record,
+    write_record,
+)
+from chalicelib.deploy.tarball import extract
+
+
+def say(message: str) -> None:
+    print(WORKER_MARK + message, flush=True)
+
+
+def update(paths: Paths, **changes: Any) -> Record:
+    record = read_record(paths) or Record(DeployStatus.BUILDING, at=int(time.time()))
+    record = dataclasses.replace(record, at=int(time.time()), **changes)
+    write_record(paths, record)
+    return record
+
+
+def fail(paths: Paths, phase: str, **changes: Any) -> None:
+    record = update(paths, status=DeployStatus.FAILED, phase=phase, **changes)
+    say(f"failed ({phase}): {record.error or f'exit code {record.exit_code}'}")
+
+
+def build(job: Job, paths: Paths) -> bool:
+    context = paths.root / "context"
+    say("extracting the build context")
+    shutil.rmtree(context, ignore_errors=True)
+    try:
+        extract(paths.context.read_bytes(), context)
+    except Exception as exc:  # the tarball was validated on upload; this is belt and braces
+        print(f"error: the build context cannot be extracted: {exc}", flush=True)
+        fail(paths, "build", error=f"the build context cannot be extracted: {exc}")
+        return False
+    paths.context.unlink()
+    dockerfile = context / "Dockerfile"
+    if dockerfile.is_file() and BUSYBOX_IMAGE in dockerfile.read_text(errors="replace"):
+        ensure_busybox_image()
+    command = ["buildah", "bud", "--isolation", "chroot", "--layers=false"]
+    command += ["-t", image_of(job.slug, job.revision), str(context)]
+    say(" ".join(command))
+    began = time.monotonic()
+    try:
+        exit_code: int | None = subprocess.run(
+            command, stdin=subprocess.DEVNULL, timeout=job.build_timeout, check=False
+        ).returncode
+    except subprocess.TimeoutExpired:
+        exit_code = None
+    shutil.rmtree(context, ignore_errors=True)
+    if exit_code != 0:
+        error = (
+            f"the build took longer than {job.build_timeout:.0f} s" if exit_code is None else None
+        )
+        fail(paths, "build", exit_code=exit_code, error=error)
+        return False
+    say(f"built {image_of(job.slug, job.revision)} in {time.monotonic() - began:.1f} s")
+    return True
+
+
+def newer_revision(paths: Paths, revision: int) -> int | None:
+    started = [int(p.parent.name) for p in paths.root.parent.glob("[0-9]*/worker.pid")]
+    newer = [r for r in started if r > revision]
+    return max(newer) if newer else None
+
+
+def env_arguments(paths: Paths) -> tuple[list[str], dict[str, str]]:
+    """podman arguments (an env file; names only for multi-line values) and the values that
+    must reach podman through its own environment instead."""
+    env: dict[str, str] = json.loads(paths.env.read_text()) if paths.env.exists() else {}
+    inline = {k: v for k, v in env.items() if "\n" not in v and "\r" not in v and "\0" not in v}
+    by_name = {k: v.replace("\0", "") for k, v in env.items() if k not in inline}
+    env_file = paths.root / "env.list"
+    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.writelines(f"{k}={v}\n" for k, v in inline.items())
+    args = ["--env-file", str(env_file)]
+    for key in by_name:
+        args += ["-e", key]
+    return args, by_name
+
+
+def run(job: Job, paths: Paths) -> bool:
+    """Replace the app's container with this revision's; False (and FAILED) when it cannot."""
+    name = container_of(job.slug)
+    podman("rm", "-f", "-t", "3", name)
+    env_args, by_name = env_arguments(paths)
+    command = [*PODMAN, "run", "-d", "--name", name, *ULIMITS, "--pull", "never"]
+    command += ["-p", f"127.0.0.1:{job.host_port}:{job.port}"]
+    command += ["--memory", f"{job.memory_mb}m", "--cpus", f"{job.cpu_millis / 1000:g}"]
+    command += ["--label", f"instanode.app={job.slug}"]
+    command += ["--label", f"instanode.revision={job.revision}"]
+    command += ["--log-driver", "k8s-file", "--log-opt", "max-size=10mb"]
+    command += [*env_args, image_of(job.slug, job.revision)]
+    say(" ".join(command))
+    try:
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **by_name},
+            timeout=120,
+            check=False,
+        )
+    finally:
+        paths.env.unlink(missing_ok=True)
+        (paths.root / "env.list").unlink(missing_ok=True)
+    if done.returncode != 0:
+        print(done.stderr, end="", flush=True)
+        paths.app_log.write_text(done.stderr)
+        fail(paths, "run", exit_code=done.returncode, error="podman could not start the app")
+        return False
+    return True
+
+
+def wait_healthy(job: Job, paths: Paths) -> None:
+    began = time.monotonic()
+    while True:
+        container = inspect(job.slug)
+        if container is None or not container.running:
+            paths.app_log.write_text("\n".join(app_lines(job.slug)) + "\n")
+            exit_code = container.exit_code if container else None
+            fail(paths, "run", exit_code=exit_code, oom=bool(container and container.oom))
+            return
+        if answers(job.host_port, job.slug):
+            update(paths, status=DeployStatus.HEALTHY, deploy_s=round(time.monotonic() - began, 2))
+            return
+        if time.monotonic() - began > job.health_timeout:
+            podman("stop", "-t", "3", container_of(job.slug))
+            paths.app_log.write_text("\n".join(app_lines(job.slug)) + "\n")
+            fail(paths, "run", listening=False)
+            return
+        time.sleep(0.2)
+
+
+def answers(host_port: int, slug: str) -> bool:
+    connection = http.client.HTTPConnection("127.0.0.1", host_port, timeout=2)
+    try:
+        connection.request("GET", "/", headers={"Host": f"{slug}.localhost"})
+        connection.getresponse().read()
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+    return True
+
+
+def prune(job: Job) -> None:
+    """Delete the app's images of older revisions (newer ones may be building right now)."""
+    listed = podman(
+        "images", "--format", "{{.Tag}}", "--filter", f"reference={image_of(job.slug, '*')}"
+    )
+    older = [t for t in listed.stdout.split() if t.isdigit() and int(t) < job.revision]
+    if older:
+        podman("rmi", "-f", *(image_of(job.slug, int(t)) for t in older))
+
+
+def deploy(job: Job, paths: Paths) -> None:
+    began = time.monotonic()
+    if not build(job, paths):
+        return
+    update(paths, status=DeployStatus.DEPLOYING, build_s=round(time.monotonic() - began, 2))
+    with locked(paths.root.parent / "deploy.lock"):
+        newer = newer_revision(paths, job.revision)
+        if newer is not None:
+            fail(paths, "superseded", error=f"revision {newer} was started before this one ran")
+            podman("rmi", "-f", image_of(job.slug, job.revision))
+            return
+        if run(job, paths):
+            wait_healthy(job, paths)
+    prune(job)
+
+
+def main(argv: list[str]) -> int:
+    paths = Paths(Path(argv[1]))
+    try:
+        deploy(read_job(paths), paths)
+    except Exception as exc:
+        traceback.print_exc()
+        fail(paths, "worker", error=f"the deploy worker failed: {exc}")
+        return 1
+    finally:
+        paths.env.unlink(missing_ok=True)
+        (paths.root / "env.list").unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

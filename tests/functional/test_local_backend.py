@@ -1,0 +1,300 @@
+"""The local deploy backend against real podman and buildah (no mocks): build contexts become
+containers answering on 127.0.0.1:<host port>; failures come back classified."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import signal
+import subprocess
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from chalicelib.config import DeploySettings
+from chalicelib.deploy.backend import BuildSpec, DeployStatus, Observed, PodLimits
+from chalicelib.deploy.baseimage import BUSYBOX_IMAGE, ensure_busybox_image
+from chalicelib.deploy.local import LocalBackend, container_of, image_of
+
+BUCKET = "deploys"
+HTTPD = 'CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]'
+
+
+def context(dockerfile: str, **files: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, text in {"Dockerfile": dockerfile, **files}.items():
+            data = text.encode()
+            member = tarfile.TarInfo(name)
+            member.size, member.mode = len(data), 0o644
+            tar.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def site(body: str, cmd: str = HTTPD) -> bytes:
+    dockerfile = f"FROM {BUSYBOX_IMAGE}\nCOPY index.html /www/index.html\nEXPOSE 8080\n{cmd}\n"
+    return context(dockerfile, **{"index.html": body})
+
+
+class Deployer:
+    """A backend on a private state dir and port range, with helpers to deploy and wait."""
+
+    def __init__(self, state_dir: Path) -> None:
+        env = {
+            "INSTANODE_DEPLOY_STATE_DIR": str(state_dir),
+            "INSTANODE_DEPLOY_PORTS": "41000-41099",
+        }
+        self.settings = DeploySettings.from_env({**env, "INSTANODE_DEPLOY_BUCKET": BUCKET})
+        self.contexts: dict[tuple[str, str], bytes] = {}
+        self.backend = LocalBackend(self.settings, lambda b, k: self.contexts[(b, k)])
+        self.slugs: set[str] = set()
+
+    def start(
+        self, slug: str, revision: int, data: bytes, env: dict[str, str] | None = None
+    ) -> None:
+        key = f"deploys/app_{slug}/{revision}.tar.gz"
+        self.contexts[(BUCKET, key)] = data
+        self.slugs.add(slug)
+        spec = BuildSpec(
+            app_id=f"app_{slug}",
+            slug=slug,
+            revision=revision,
+            bucket=BUCKET,
+            context_key=key,
+            port=8080,
+            limits=PodLimits(cpu_millis=500, memory_mb=64),
+            env=env or {},
+        )
+        self.backend.start(spec)
+
+    def wait(self, slug: str, revision: int, during: Callable[[], None] = lambda: None) -> Observed:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            during()
+            observed = self.backend.observe(slug, revision)
+            if observed.status in (DeployStatus.HEALTHY, DeployStatus.FAILED):
+                return observed
+            time.sleep(0.2)
+        raise AssertionError(f"{slug} revision {revision} still {observed.status}")
+
+    def port(self, slug: str) -> int:
+        return int(self.backend.url_of(slug).rsplit(":", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def deployer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployer]:
+    ensure_busybox_image()
+    deployer = Deployer(tmp_path_factory.mktemp("deploys"))
+    yield deployer
+    for slug in deployer.slugs:
+        deployer.backend.remove(slug)
+
+
+def new_slug() -> str:
+    return f"t-{secrets.token_hex(4)}"
+
+
+def podman(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, check=False)
+
+
+def test_start_serves_the_context_at_its_url(deployer: Deployer) -> None:
+    slug = new_slug()
+    deployer.start(slug, 1, site("<h1>hello from rev 1</h1>"))
+
+    assert deployer.wait(slug, 1).status == DeployStatus.HEALTHY
+    url = deployer.backend.url_of(slug)
+    assert url == f"http://{slug}.localhost:{deployer.port(slug)}"
+    direct = requests.get(f"http://127.0.0.1:{deployer.port(slug)}/index.html", timeout=5)
+    assert direct.text == "<h1>hello from rev 1</h1>"
+    by_host = requests.get(
+        f"http://127.0.0.1:{deployer.port(slug)}/index.html",
+        headers={"Host": url.removeprefix("http://")},
+        timeout=5,
+    )
+    assert by_host.text == "<h1>hello from rev 1</h1>"
+
+
+def test_start_passes_env_to_the_app_but_not_to_logs_or_ps(deployer: Deployer) -> None:
+    slug, greeting = new_slug(), f"secret-{secrets.token_hex(8)}"
+    multiline = f"line-one-{secrets.token_hex(4)}\nline-two"
+    cmd = (
+        'CMD ["sh", "-c", "echo \\"$GREETING\\" > /www/greeting.txt && '
+        'echo \\"$MULTI\\" > /www/multi.txt && exec httpd -f -p 8080 -h /www"]'
+    )
+    seen: list[str] = []
+    deployer.start(slug, 1, site("env", cmd), env={"GREETING": greeting, "MULTI": multiline})
+
+    def sample_ps() -> None:
+        seen.append(
+            subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
+        )
+
+    assert deployer.wait(slug, 1, during=sample_ps).status == DeployStatus.HEALTHY
+    sample_ps()
+    base = f"http://127.0.0.1:{deployer.port(slug)}"
+    assert requests.get(f"{base}/greeting.txt", timeout=5).text == f"{greeting}\n"
+    assert requests.get(f"{base}/multi.txt", timeout=5).text == f"{multiline}\n"
+    secret_parts = (greeting, multiline.split("\n")[0])
+    assert not [s for s in seen if any(part in s for part in secret_parts)]
+    revision_dir = Path(deployer.settings.state_dir) / slug / "1"
+    for path in revision_dir.rglob("*"):
+        if path.is_file():
+            assert not any(part in path.read_text(errors="replace") for part in secret_parts)
+    assert not any(part in "\n".join(deployer.backend.logs(slug, 1)) for part in secret_parts)
+    assert not (revision_dir / "env").exists()
+
+
+def test_start_of_a_broken_dockerfile_fails_with_a_build_event(deployer: Deployer) -> None:
+    slug = new_slug()
+    deployer.start(slug, 1, context(f"FROM {BUSYBOX_IMAGE}\nRUNN x\n"))
+
+    observed = deployer.wait(slug, 1)
+
+    assert observed.status == DeployStatus.FAILED
+    assert observed.error_message
+    (event,) = observed.events
+    assert event.exit_code not in (None, 0)
+    assert any("RUNN" in line for line in event.last_lines)
+    assert not any(line.startswith("[instanode]") for line in event.last_lines)
+    assert podman("image", "exists", image_of(slug, 1)).returncode != 0
+
+
+def test_start_of_a_cmd_that_exits_fails_at_runtime(deployer: Deployer) -> None:
+    slug = new_slug()
+    deployer.start(slug, 1, site("x", 'CMD ["sh", "-c", "echo boom-at-start; exit 3"]'))
+
+    observed = deployer.wait(slug, 1)
+
+    assert observed.status == DeployStatus.FAILED
+    (event,) = observed.events
+    assert event.exit_code == 3
+    assert "boom-at-start" in event.last_lines
+
+
+def test_observe_fails_a_healthy_app_whose_container_exited(deployer: Deployer) -> None:
+    slug = new_slug()
+    deployer.start(slug, 1, site("short-lived"))
+    assert deployer.wait(slug, 1).status == DeployStatus.HEALTHY
+
+    podman("kill", container_of(slug))
+    observed = deployer.backend.observe(slug, 1)
+
+    assert observed.status == DeployStatus.FAILED
+    assert observed.events[0].exit_code == 137
+
+
+def test_start_twice_is_a_no_op(deployer: Deployer) -> None:
+    slug = new_slug()
+    deployer.start(slug, 1, site("once"))
+    pid_file = Path(deployer.settings.state_dir) / slug / "1" / "worker.pid"
+    first = pid_file.read_text()
+
+    deployer.start(slug, 1, site("twice"))
+
+    assert pid_file.read_text() == first
+    assert deployer.wait(slug, 1).status == DeployStatus.HEALTHY
+    assert requests.get(f"http://127.0.0.1:{deployer.port(slug)}/", timeout=5).text == "once"
+
+
+def test_redeploy_keeps_the_url_and_serves_the_new_body(deployer: Deployer) -> None:
+    slug = new_slug()
+    deployer.start(slug, 1, site("version one"))
+    assert deployer.wait(slug, 1).status == DeployStatus.HEALTHY
+    url = deployer.backend.url_of(slug)
+
+    deployer.start(slug, 2, site("version two"))
+
+    assert deployer.wait(slug, 2).status == DeployStatus.HEALTHY
+    assert deployer.backend.url_of(slug) == url
+    assert requests.get(f"http://127.0.0.1:{deployer.port(slug)}/", timeout=5).text == "version two"
+    assert deployer.backend.observe(slug, 1).status == DeployStatus.HEALTHY  # replaced, not failed
+    assert podman("image", "exists", image_of(slug, 1)).returncode != 0  # pruned
+
+
+def test_an_older_revision_built_late_does_not_replace_a_newer_one(deployer: Deployer) -> None:
+    slug = new_slug()
+    slow = f"FROM {BUSYBOX_IMAGE}\nRUN sleep 3\nCOPY index.html /www/index.html\n{HTTPD}\n"
+    deployer.start(slug, 1, context(slow, **{"index.html": "old"}))
+    deployer.start(slug, 2, site("new"))
+
+    assert deployer.wait(slug, 2).status == DeployStatus.HEALTHY
+    older = deployer.wait(slug, 1)
+
+    assert older.status == DeployStatus.FAILED
+    assert older.events[0].reason == "Superseded"
+    assert requests.get(f"http://127.0.0.1:{deployer.port(slug)}/", timeout=5).text == "new"
+
+
+def test_logs_are_the_build_log_then_the_app_log(deployer: Deployer) -> None:
+    slug = new_slug()
+    cmd = 'CMD ["sh", "-c", "echo app-says-hello; exec httpd -f -p 8080 -h /www"]'
+    deployer.start(slug, 1, site("logs", cmd))
+    assert deployer.wait(slug, 1).status == DeployStatus.HEALTHY
+
+    lines = deployer.backend.logs(slug, 1)
+
+    assert any(line.startswith("STEP 1/") for line in lines)
+    assert lines[-1] == "app-says-hello"
+    assert deployer.backend.logs(slug, 1, since_line=len(lines) - 1) == ["app-says-hello"]
+
+
+def test_observe_reports_a_worker_that_died(deployer: Deployer) -> None:
+    slug = new_slug()
+    deployer.start(slug, 1, site("never"))
+    pid_file = Path(deployer.settings.state_dir) / slug / "1" / "worker.pid"
+
+    os.killpg(json.loads(pid_file.read_text())["pid"], signal.SIGKILL)
+    observed = deployer.wait(slug, 1)
+
+    assert observed.status == DeployStatus.FAILED
+    assert observed.error_message == "worker died"
+
+
+def test_remove_stops_the_app_and_deletes_images_and_state(deployer: Deployer) -> None:
+    slug = new_slug()
+    deployer.start(slug, 1, site("doomed"))
+    assert deployer.wait(slug, 1).status == DeployStatus.HEALTHY
+    port = deployer.port(slug)
+
+    deployer.backend.remove(slug)
+
+    assert podman("container", "exists", container_of(slug)).returncode != 0
+    assert podman("image", "exists", image_of(slug, 1)).returncode != 0
+    assert not (Path(deployer.settings.state_dir) / slug).exists()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+    assert deployer.backend.observe(slug, 1).status == DeployStatus.DELETED
+
+
+def test_remove_twice_is_fine(deployer: Deployer) -> None:
+    slug = new_slug()
+    deployer.start(slug, 1, site("gone"))
+    assert deployer.wait(slug, 1).status == DeployStatus.HEALTHY
+
+    deployer.backend.remove(slug)
+    deployer.backend.remove(slug)
+
+    assert not (Path(deployer.settings.state_dir) / slug).exists()
+
+
+def test_remove_during_a_build_kills_the_worker(deployer: Deployer) -> None:
+    slug = new_slug()
+    slow = context(f"FROM {BUSYBOX_IMAGE}\nRUN sleep 30\n{HTTPD}\n")
+    deployer.start(slug, 1, slow)
+    pid = json.loads((Path(deployer.settings.state_dir) / slug / "1" / "worker.pid").read_text())
+
+    deployer.backend.remove(slug)
+
+    assert not Path(f"/proc/{pid['pid']}/cmdline").exists() or _zombie(pid["pid"])
+    assert not (Path(deployer.settings.state_dir) / slug).exists()
+
+
+def _zombie(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
