@@ -10,6 +10,7 @@ from chalicelib.routes import (
     auth,
     billing,
     claim,
+    deploy,
     docs,
     meta,
     pages,
@@ -32,6 +33,7 @@ app.register_blueprint(claim.bp)
 app.register_blueprint(auth.bp)
 app.register_blueprint(api.bp)
 app.register_blueprint(billing.bp)
+app.register_blueprint(deploy.bp)
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES))
@@ -40,6 +42,14 @@ def reap_expired(event: object) -> dict[str, int]:
     from chalicelib.jobs.reaper import run_reaper
 
     return run_reaper().as_json()
+
+
+@app.schedule(Rate(5, unit=Rate.MINUTES))
+def reap_deploys(event: object) -> dict[str, int]:
+    """Remove container deploys whose TTL ran out (auto_24h) and free their slots."""
+    from chalicelib.jobs.deploys import run_deploy_reaper
+
+    return run_deploy_reaper().as_json()
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES))

@@ -78,6 +78,7 @@ class ApiKey:
     name: str
     scope: Scope
     created_at: int
+    email: str = ""  # the user who minted it (deploy deletions are confirmed by mail)
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "scope": self.scope.value}
@@ -230,6 +231,7 @@ class AccountStore:
                 "name": key.name,
                 "scope": key.scope.value,
                 "created_at": key.created_at,
+                "email": key.email,
             },
             "attribute_not_exists(pk)",
         )
@@ -336,4 +338,5 @@ def _api_key(item: Item) -> ApiKey:
         name=item["name"],
         scope=Scope(item["scope"]),
         created_at=item["created_at"],
+        email=item.get("email", ""),
     )

@@ -29,6 +29,7 @@ class Principal:
     team_id: str
     scope: Scope
     session: SessionClaims | None  # None when the caller used an API key
+    email: str = ""
 
     @property
     def owner(self) -> str:
@@ -75,7 +76,7 @@ class Authenticator:
             key = self._accounts.api_key(credential)
             if key is None:
                 raise _rejected("The API key is unknown or was deleted.")
-            return Principal(key.user_id, key.team_id, key.scope, None)
+            return Principal(key.user_id, key.team_id, key.scope, None, key.email)
         now = int(self._clock())
         try:
             claims = self._signer.read_session_token(credential, now)
@@ -85,7 +86,7 @@ class Authenticator:
             raise _rejected("The session token is invalid or expired.") from None
         if self._accounts.is_revoked(claims.jti):
             raise _rejected("This session was logged out.")
-        return Principal(claims.user_id, claims.team_id, Scope.ADMIN, claims)
+        return Principal(claims.user_id, claims.team_id, Scope.ADMIN, claims, claims.email)
 
     def _is_upgrade_token(self, token: str, now: int) -> bool:
         try:
@@ -95,12 +96,12 @@ class Authenticator:
         return True
 
 
-def new_api_key(
-    user_id: str, team_id: str, name: str, scope: Scope, now: int
-) -> tuple[str, ApiKey]:
-    """A fresh secret and its key record (the store keeps only the secret's hash)."""
+def new_api_key(owner: Principal, name: str, scope: Scope, now: int) -> tuple[str, ApiKey]:
+    """A fresh secret and its key record for ``owner``'s team (the store keeps only the
+    secret's hash)."""
     secret = API_KEY_PREFIX + secrets.token_urlsafe(32)
-    return secret, ApiKey("key_" + secrets.token_hex(8), team_id, user_id, name, scope, now)
+    key_id = "key_" + secrets.token_hex(8)
+    return secret, ApiKey(key_id, owner.team_id, owner.user_id, name, scope, now, owner.email)
 
 
 def session_cookie(token: str, secure: bool, max_age: int = SESSION_TTL_SECONDS) -> str:

@@ -132,6 +132,10 @@ class Settings:
         return f"{self.table_prefix}-webhook-requests"
 
     @property
+    def deployments_table(self) -> str:
+        return f"{self.table_prefix}-deployments"
+
+    @property
     def accounts_table(self) -> str:
         return f"{self.table_prefix}-accounts"
 

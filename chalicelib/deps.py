@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from chalicelib.auth import Authenticator
     from chalicelib.billing import BillingService
     from chalicelib.claims import ClaimService
+    from chalicelib.deploy.backend import DeployBackend
+    from chalicelib.deploy.contexts import ContextStore
+    from chalicelib.deploy.service import DeployService
     from chalicelib.devices import DeviceFlow
     from chalicelib.health import Readiness
     from chalicelib.outbox import Outbox
@@ -123,6 +126,43 @@ def get_billing() -> BillingService:
     return BillingService(get_settings(), get_teams())
 
 
+@cache
+def get_deploy_backend() -> DeployBackend:
+    """The configured deploy backend: podman on this machine, or a Kubernetes cluster."""
+    deploy = get_settings().deploy
+    if deploy.backend == "kubernetes":
+        from chalicelib.deploy.kube import KubeBackend
+
+        return KubeBackend(deploy)
+    from chalicelib.deploy.local import LocalBackend
+
+    return LocalBackend(deploy, get_contexts().get)
+
+
+@cache
+def get_contexts() -> ContextStore:
+    from chalicelib.deploy.contexts import ContextStore
+
+    return ContextStore()
+
+
+@cache
+def get_deploys() -> DeployService:
+    from chalicelib.deploy.service import DeployService
+    from chalicelib.deploy.store import SEAL_LABEL, DeploymentStore
+    from chalicelib.sealing import Sealer
+
+    s = get_settings()
+    store = DeploymentStore(
+        get_dynamo(),
+        s.deployments_table,
+        s.counters_table,
+        Sealer(s.jwt_secret, SEAL_LABEL),
+        s.expiry_shards,
+    )
+    return DeployService(s, store, get_deploy_backend, get_contexts(), get_outbox)
+
+
 _ACCESSORS = (
     get_settings,
     get_dynamo,
@@ -137,6 +177,9 @@ _ACCESSORS = (
     get_claims,
     get_resources,
     get_billing,
+    get_deploy_backend,
+    get_contexts,
+    get_deploys,
 )
 
 

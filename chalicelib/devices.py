@@ -60,7 +60,7 @@ class DeviceFlow:
     def approve(self, principal: Principal, session_id: str) -> dict[str, Any]:
         session = self._session(session_id)
         now = int(self._clock())
-        secret, key = new_api_key(principal.user_id, principal.team_id, "CLI", Scope.WRITE, now)
+        secret, key = new_api_key(principal, "CLI", Scope.WRITE, now)
         sealed = self._sealer.seal(secret.encode(), _bound(session.id))
         key_item = self._accounts.api_key_item(secret, key)
         if not self._accounts.approve_cli_session(session.id, sealed, key_item, now):

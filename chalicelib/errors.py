@@ -238,3 +238,28 @@ class DockerfileNotFoundError(BadRequestError):
     """The build context has no Dockerfile at its root."""
 
     code = "dockerfile_not_found"
+
+
+class NoExistingDeploymentError(NotFoundError):
+    """``redeploy=true`` named an app this team does not have."""
+
+    code = "no_existing_deployment_to_redeploy"
+
+
+class DeployRequiresPaidTierError(ApiError):
+    """The team's tier runs no container deploys."""
+
+    status = 402
+    code = "deploy_requires_paid_tier"
+
+
+class InvalidEnvKeyError(BadRequestError):
+    """An env var name outside ``[A-Z_][A-Z0-9_]*``."""
+
+    code = "invalid_env_key"
+
+
+class InvalidConfirmationTokenError(BadRequestError):
+    """A deletion confirmation token that is wrong or expired."""
+
+    code = "invalid_confirmation_token"

@@ -133,6 +133,77 @@ ACCOUNT_PATHS: dict[str, Any] = {
     },
 }
 
+_APP = [{"name": "app_id", "in": "path", "required": True, "schema": _STR}]
+DEPLOY_PATHS: dict[str, Any] = {
+    "/deploy/new": {
+        "post": {
+            "summary": "Deploy a container from a gzipped tarball with a Dockerfile (202 building)",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["tarball", "name"],
+                            "properties": {
+                                "tarball": {"type": "string", "format": "binary"},
+                                "name": _STR,
+                                "port": {"type": "integer", "default": 8080},
+                                "env": _STR,
+                                "env_vars": {**_STR, "description": "JSON object"},
+                                "redeploy": {"type": "boolean"},
+                                "ttl_policy": {"enum": ["auto_24h", "permanent"]},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "202": _json({"type": "object"}, "Building"),
+                **_errors(400, 401, 402, 404, 413),
+            },
+        }
+    },
+    "/deploy/upload-url": {
+        "post": _op(
+            "A presigned PUT for a build context too big for one request; then POST /deploy/new "
+            "with JSON {name, upload_key}",
+            (401, 402),
+            auth=True,
+        )
+    },
+    "/api/v1/deployments": {"get": _op("The team's deployments", (401,), auth=True)},
+    "/api/v1/deployments/{app_id}": {
+        "parameters": _APP,
+        "get": _op("One deployment: status, error_message, url", (401, 404), auth=True),
+        "delete": _op("Delete (202 pending_confirmation, or 200)", (401, 404), auth=True),
+    },
+    "/api/v1/deployments/{app_id}/events": {
+        "parameters": _APP,
+        "get": _op("Classified events: reason, exit_code, last_lines, hint", (401, 404), auth=True),
+    },
+    "/api/v1/deployments/{app_id}/confirm-deletion": {
+        "parameters": _APP,
+        "post": _op("Confirm a deletion (query: token)", (400, 401, 404), auth=True),
+        "delete": _op("Cancel a pending deletion", (401, 404), auth=True),
+    },
+    "/deploy/{app_id}/logs": {
+        "parameters": _APP,
+        "get": {
+            "summary": "Build and app log as server-sent events (Last-Event-ID resumes)",
+            "responses": {"200": {"description": "SSE", "content": {"text/event-stream": {}}}},
+        },
+    },
+    "/deploy/{app_id}/redeploy": {
+        "parameters": _APP,
+        "post": _op("Rebuild in place: same id and URL", (401, 404), auth=True),
+    },
+    "/deploy/{app_id}/env": {
+        "parameters": _APP,
+        "patch": _op("Merge env vars ('' deletes) and roll out", (400, 401, 404), {}, True),
+    },
+}
+
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -205,6 +276,7 @@ def document(base_url: str, version: str) -> dict[str, Any]:
             **webhooks.OPENAPI_PATHS,
             **pages.OPENAPI_PATHS,
             **ACCOUNT_PATHS,
+            **DEPLOY_PATHS,
             "/api/v1/capabilities": _get("Tier limits", obj),
             "/healthz": _get("Liveness", obj, 503),
             "/readyz": _get("Readiness of every dependency", obj, 503),

@@ -176,6 +176,7 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         """The environment the app runs with against this stack (merged over os.environ)."""
+        apps = self.profile.api_port + 13000  # host ports of deployed apps
         backends = [
             {
                 "name": pg.name,
@@ -208,6 +209,10 @@ class Stack:
             "INSTANODE_RAZORPAY_WEBHOOK_SECRET": self._secrets["razorpay_webhook_secret"],
             "INSTANODE_BILLING_PLANS": json.dumps(LOCAL_BILLING_PLANS),
             "INSTANODE_PROMO_CODES": json.dumps(LOCAL_PROMO_CODES),
+            # container deploys: podman on this machine, apps on ports next to the API's
+            "INSTANODE_DEPLOY_BACKEND": "local",
+            "INSTANODE_DEPLOY_STATE_DIR": str(self.state / "deploys"),
+            "INSTANODE_DEPLOY_PORTS": f"{apps}-{apps + 499}",
         }
 
     def _storage_backend(self) -> dict[str, str]:

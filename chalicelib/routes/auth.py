@@ -110,7 +110,7 @@ def create_api_key() -> Response:
         scope = Scope(body.get("scope", Scope.READ.value))
     except ValueError as exc:
         raise errors.BadRequestError("'scope' must be one of read, write, admin.") from exc
-    secret, key = new_api_key(principal.user_id, principal.team_id, name, scope, int(time.time()))
+    secret, key = new_api_key(principal, name, scope, int(time.time()))
     get_accounts().put_api_key(secret, key)
     return Response({"ok": True, **key.as_json(), "api_token": secret}, status_code=201)
 

@@ -1,0 +1,409 @@
+"""Container deploys, start to end: check the build context, store it, record the app (counted
+against the tier's cap), hand the revision to the backend, and answer 202 ``building``.
+
+Reads refresh a live app's status from its backend (``observe``), so a poll is all it takes to
+see ``healthy`` or ``failed``; the scheduled poller does the same for apps nobody polls.
+Deletion is two-step for teams with an email on file (spec "Deleting a deployment"): DELETE
+mails a 15-minute confirmation token and the app keeps its slot until the token comes back;
+``X-Skip-Email-Confirmation: yes`` deletes at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from chalicelib import errors
+from chalicelib.config import Settings
+from chalicelib.deploy.backend import BuildSpec, DeployBackend, DeployStatus, PodLimits
+from chalicelib.deploy.contexts import ContextStore
+from chalicelib.deploy.store import Deployment, DeploymentStore
+from chalicelib.mail import Message
+from chalicelib.outbox import Outbox
+from chalicelib.service import iso
+from chalicelib.tiers import Tier
+
+log = logging.getLogger(__name__)
+
+ENV_KEY = re.compile(r"[A-Z_][A-Z0-9_]*")
+ENV_MAX_BYTES = 64 * 1024
+DELETION_TOKEN_SECONDS = 15 * 60
+AUTO_TTL_SECONDS = 24 * 3600
+TTL_POLICIES = ("auto_24h", "permanent")
+UPLOAD_URL_SECONDS = 15 * 60
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    name: str
+    tarball: bytes = b""
+    port: int = 8080
+    env: Mapping[str, str] | None = None
+    redeploy: bool = False
+    ttl_policy: str | None = None  # None: the team's default
+
+
+@dataclass(frozen=True)
+class Caller:
+    owner: str
+    tier: Tier
+    email: str  # where deletion confirmations go ("" for none: deletes at once)
+    default_ttl_policy: str = "auto_24h"
+
+
+class DeployService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: DeploymentStore,
+        backend: Callable[[], DeployBackend],
+        contexts: ContextStore,
+        outbox: Callable[[], Outbox],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._backend = backend
+        self._contexts = contexts
+        self._outbox = outbox
+        self._clock = clock
+
+    @property
+    def store(self) -> DeploymentStore:
+        return self._store
+
+    # -- create and redeploy ----------------------------------------------------------------
+    def deploy(self, caller: Caller, req: DeployRequest) -> dict[str, Any]:
+        from chalicelib.deploy.tarball import inspect
+
+        inspect(req.tarball, caller.tier.deploys.tarball_bytes)
+        env = valid_env(req.env or {})
+        if req.redeploy:
+            existing = self._store.by_name(caller.owner, req.name)
+            if existing is None:
+                raise errors.NoExistingDeploymentError(
+                    f"No deployment named '{req.name}' to redeploy.",
+                    agent_action="Drop redeploy=true to create a new app with this name.",
+                )
+            merged = {**existing.env, **env}
+            return self._new_revision(caller.tier, existing, req.tarball, merged, req.port)
+        self._require_slots(caller)
+        now = int(self._clock())
+        app_id = "app_" + secrets.token_hex(8)
+        slug = _slug(req.name, app_id)
+        policy = req.ttl_policy or caller.default_ttl_policy
+        if policy not in TTL_POLICIES:
+            raise errors.BadRequestError(f"'ttl_policy' must be one of {', '.join(TTL_POLICIES)}.")
+        app = Deployment(
+            id=app_id,
+            owner=caller.owner,
+            name=req.name,
+            slug=slug,
+            url=self._backend().url_of(slug),
+            port=req.port,
+            revision=1,
+            context_key=_context_key(app_id, 1),
+            status=DeployStatus.BUILDING,
+            ttl_policy=policy,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + AUTO_TTL_SECONDS if policy == "auto_24h" else None,
+            env=env,
+        )
+        self._contexts.put(self._bucket(), app.context_key, req.tarball)
+        if not self._store.create(app, caller.tier.deploys.apps):
+            raise self._cap_error(caller)
+        self._start(app, caller.tier)
+        return {"ok": True, **app.as_json(), "redeployed": False}
+
+    def redeploy(self, caller: Caller, app_id: str) -> dict[str, Any]:
+        """Rebuild the app's last context as a new revision (applies env changes)."""
+        app = self._owned(caller.owner, app_id)
+        from chalicelib.deploy.tarball import inspect
+
+        tarball = self._contexts.get(self._bucket(), app.context_key)
+        inspect(tarball, caller.tier.deploys.tarball_bytes)
+        return self._new_revision(caller.tier, app, tarball, dict(app.env), app.port)
+
+    def set_env(self, caller: Caller, app_id: str, changes: Any) -> dict[str, Any]:
+        """Merge env vars (an empty string deletes a key) and roll out a new revision."""
+        app = self._owned(caller.owner, app_id)
+        if not isinstance(changes, dict):
+            raise errors.BadRequestError("'env_vars' must be an object of strings.")
+        merged = {k: v for k, v in {**app.env, **valid_env(changes, allow_empty=True)}.items() if v}
+        tarball = self._contexts.get(self._bucket(), app.context_key)
+        return self._new_revision(caller.tier, app, tarball, valid_env(merged), app.port)
+
+    def _new_revision(
+        self, tier: Tier, app: Deployment, tarball: bytes, env: dict[str, str], port: int
+    ) -> dict[str, Any]:
+        now = int(self._clock())
+        revision = app.revision + 1
+        key = _context_key(app.id, revision)
+        self._contexts.put(self._bucket(), key, tarball)
+        updated = replace(
+            app,
+            revision=revision,
+            context_key=key,
+            status=DeployStatus.BUILDING,
+            error_message=None,
+            env=env,
+            port=port,
+            updated_at=now,
+        )
+        if not self._store.save(updated, app):
+            raise errors.IdempotencyInProgressError(
+                "This app changed while the redeploy was prepared; retry.",
+                headers={"Retry-After": "1"},
+            )
+        self._start(updated, tier)
+        return {"ok": True, **updated.as_json(), "redeployed": True}
+
+    def _start(self, app: Deployment, tier: Tier) -> None:
+        limits = tier.deploys
+        self._backend().start(
+            BuildSpec(
+                app_id=app.id,
+                slug=app.slug,
+                revision=app.revision,
+                bucket=self._bucket(),
+                context_key=app.context_key,
+                port=app.port,
+                limits=PodLimits(limits.cpu_millis, limits.memory_mb),
+                env=dict(app.env),
+            )
+        )
+
+    # -- uploads too big for a request ------------------------------------------------------
+    def upload_url(self, caller: Caller) -> dict[str, Any]:
+        key = f"{_upload_prefix(caller.owner)}{secrets.token_hex(12)}.tar.gz"
+        now = int(self._clock())
+        url = self._contexts.upload_url(self._bucket(), key, UPLOAD_URL_SECONDS)
+        return {
+            "ok": True,
+            "upload_url": url,
+            "upload_key": key,
+            "method": "PUT",
+            "expires_at": iso(now + UPLOAD_URL_SECONDS),
+            "max_bytes": caller.tier.deploys.tarball_bytes,
+            "next": "PUT the tarball to upload_url, then POST /deploy/new with JSON "
+            '{"name": ..., "upload_key": ...}',
+        }
+
+    def uploaded(self, caller: Caller, key: Any) -> bytes:
+        """The context an agent uploaded to one of its own upload keys."""
+        if not isinstance(key, str) or not key.startswith(_upload_prefix(caller.owner)):
+            raise errors.BadRequestError(
+                "'upload_key' must be a key POST /deploy/upload-url gave this team.",
+                agent_action="Call POST /deploy/upload-url, PUT the tarball, then deploy.",
+            )
+        size = self._contexts.size(self._bucket(), key)
+        if size is None:
+            raise errors.BadRequestError(
+                "Nothing was uploaded to this upload_key (or it expired).",
+                agent_action="PUT the tarball to the upload_url first.",
+            )
+        if size > caller.tier.deploys.tarball_bytes:
+            raise errors.TarballTooLargeError(
+                f"The upload is {size} bytes; the {caller.tier.name} tier takes "
+                f"{caller.tier.deploys.tarball_mb} MB.",
+                agent_action="Slim the tarball (leave out node_modules, .git, build outputs).",
+            )
+        return self._contexts.get(self._bucket(), key)
+
+    # -- reads ------------------------------------------------------------------------------
+    def get(self, owner: str, app_id: str) -> dict[str, Any]:
+        return {"ok": True, **self._refreshed(self._owned(owner, app_id)).as_json()}
+
+    def listing(self, owner: str) -> dict[str, Any]:
+        apps = [self._refreshed(a) for a in self._store.owned(owner)]
+        return {"ok": True, "items": [a.as_json() for a in apps]}
+
+    def events(self, owner: str, app_id: str) -> dict[str, Any]:
+        app = self._owned(owner, app_id)
+        observed = self._backend().observe(app.slug, app.revision)
+        return {
+            "ok": True,
+            "id": app.id,
+            "status": observed.status.value,
+            "events": [
+                {
+                    "reason": e.reason,
+                    "message": e.message,
+                    "exit_code": e.exit_code,
+                    "last_lines": list(e.last_lines),
+                    "hint": e.hint,
+                    "at": iso(e.at),
+                }
+                for e in observed.events
+            ],
+        }
+
+    def logs(self, owner: str, app_id: str, since_line: int) -> tuple[Deployment, list[str]]:
+        app = self._owned(owner, app_id)
+        return app, self._backend().logs(app.slug, app.revision, since_line)
+
+    def _refreshed(self, app: Deployment) -> Deployment:
+        if app.status.terminal:
+            return app
+        observed = self._backend().observe(app.slug, app.revision)
+        if observed.status is app.status:
+            return app
+        error = observed.events[-1].message if observed.events else observed.error_message
+        fresh = replace(
+            app,
+            status=observed.status,
+            error_message=error if observed.status is DeployStatus.FAILED else None,
+            updated_at=int(self._clock()),
+        )
+        return fresh if self._store.save(fresh, app) else app
+
+    # -- deletion ---------------------------------------------------------------------------
+    def delete(
+        self, caller: Caller, app_id: str, skip_confirmation: bool
+    ) -> tuple[int, dict[str, Any]]:
+        app = self._owned(caller.owner, app_id)
+        now = int(self._clock())
+        if skip_confirmation or not caller.email:
+            self._remove(app, DeployStatus.DELETED, now)
+            return 200, {"ok": True, "id": app.id, "deletion_status": "deleted"}
+        token = secrets.token_urlsafe(24)
+        pending = replace(
+            app,
+            deletion_token_hash=_hash(token),
+            deletion_expires_at=now + DELETION_TOKEN_SECONDS,
+        )
+        if not self._store.save(pending, app):
+            raise errors.IdempotencyInProgressError("The app changed meanwhile; retry.")
+        self._mail_confirmation(caller.email, app, token)
+        return 202, {
+            "ok": True,
+            "id": app.id,
+            "deletion_status": "pending_confirmation",
+            "confirmation_expires_at": iso(now + DELETION_TOKEN_SECONDS),
+            "agent_action": f"Tell the user to confirm deleting '{app.name}' with the link or "
+            f"token emailed to {caller.email} within 15 minutes; until then nothing is deleted.",
+        }
+
+    def confirm_deletion(self, owner: str, app_id: str, token: str) -> dict[str, Any]:
+        app = self._owned(owner, app_id)
+        now = int(self._clock())
+        valid = (
+            app.deletion_token_hash is not None
+            and (app.deletion_expires_at or 0) > now
+            and hmac.compare_digest(app.deletion_token_hash, _hash(token))
+        )
+        if not valid:
+            raise errors.InvalidConfirmationTokenError(
+                "The confirmation token is wrong or expired.",
+                agent_action="Run DELETE again to mail a fresh token.",
+            )
+        self._remove(app, DeployStatus.DELETED, now)
+        return {"ok": True, "id": app.id, "deletion_status": "deleted"}
+
+    def cancel_deletion(self, owner: str, app_id: str) -> dict[str, Any]:
+        app = self._owned(owner, app_id)
+        cleared = replace(app, deletion_token_hash=None, deletion_expires_at=None)
+        if app.deletion_token_hash and not self._store.save(cleared, app):
+            raise errors.IdempotencyInProgressError("The app changed meanwhile; retry.")
+        return {"ok": True, "id": app.id, "deletion_status": "cancelled"}
+
+    def expire(self, app: Deployment, now: int) -> bool:
+        """The reaper's removal of an app whose TTL ran out."""
+        return self._remove(app, DeployStatus.EXPIRED, now)
+
+    def _remove(self, app: Deployment, status: DeployStatus, now: int) -> bool:
+        self._backend().remove(app.slug)
+        done = self._store.retire(app, status, now)
+        log.info("%s %s (%s)", status.value, app.id, app.slug)
+        return done
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _owned(self, owner: str, app_id: str) -> Deployment:
+        app = self._store.get(app_id) if app_id.startswith("app_") else None
+        if (
+            app is None
+            or app.owner != owner
+            or app.status
+            in (
+                DeployStatus.DELETED,
+                DeployStatus.EXPIRED,
+            )
+        ):
+            raise errors.NotFoundError(
+                f"No deployment {app_id} in this team.",
+                agent_action="List the team's deployments with GET /api/v1/deployments.",
+            )
+        return app
+
+    def _require_slots(self, caller: Caller) -> None:
+        if caller.tier.deploys.apps <= 0:
+            raise errors.DeployRequiresPaidTierError(
+                f"Deploys need Hobby or above; this caller is on {caller.tier.name}.",
+                agent_action="Tell the user deploys need a paid tier: claim the resources "
+                "and upgrade the team at "
+                f"{self._settings.public_base_url}/dashboard, then retry.",
+            )
+
+    def _cap_error(self, caller: Caller) -> errors.ApiError:
+        cap = caller.tier.deploys.apps
+        return errors.ResourceLimitReachedError(
+            f"The {caller.tier.name} tier runs {cap} app(s) at a time.",
+            agent_action="Tell the user to delete an app, redeploy an existing one "
+            "(redeploy=true with its name), or upgrade the team for more.",
+        )
+
+    def _mail_confirmation(self, email: str, app: Deployment, token: str) -> None:
+        base = self._settings.public_base_url
+        text = (
+            f"Someone asked to delete the app '{app.name}' ({app.url}) on instanode.\n\n"
+            f"Confirmation token (15 minutes): {token}\n\n"
+            f"curl -X POST '{base}/api/v1/deployments/{app.id}/confirm-deletion?token={token}' "
+            "-H 'Authorization: Bearer <your API key>'\n\n"
+            "If you did not ask for this, ignore this email: nothing is deleted without it.\n"
+        )
+        message = Message(email, f"Confirm deleting {app.name}", text)
+        self._outbox().send(message, int(self._clock()))
+
+    def _bucket(self) -> str:
+        return self._settings.deploy.bucket
+
+
+def valid_env(env: Mapping[str, Any], allow_empty: bool = False) -> dict[str, str]:
+    """Env vars as the spec allows them: keys ``[A-Z_][A-Z0-9_]*``, string values, 64 KiB."""
+    bad = [k for k in env if not isinstance(k, str) or not ENV_KEY.fullmatch(k)]
+    if bad:
+        raise errors.InvalidEnvKeyError(
+            f"Env var names must match [A-Z_][A-Z0-9_]*: {', '.join(map(str, bad[:5]))}.",
+            agent_action="Rename the variables to upper case letters, digits and '_'.",
+        )
+    if not all(isinstance(v, str) and (v or allow_empty) for v in env.values()):
+        raise errors.BadRequestError("Env var values must be non-empty strings.")
+    size = sum(len(k) + len(v) for k, v in env.items())
+    if size > ENV_MAX_BYTES:
+        raise errors.BadRequestError(f"Env vars total {size} bytes; the cap is 64 KiB.")
+    return dict(env)
+
+
+def _slug(name: str, app_id: str) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40].strip("-") or "app"
+    return f"{base}-{app_id[4:10]}"
+
+
+def _upload_prefix(owner: str) -> str:
+    return f"uploads/{hashlib.sha256(owner.encode()).hexdigest()[:16]}/"
+
+
+def _context_key(app_id: str, revision: int) -> str:
+    return f"deploys/{app_id}/{revision}.tar.gz"
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

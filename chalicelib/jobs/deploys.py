@@ -1,0 +1,55 @@
+"""Deploy expiry: apps whose TTL ran out (``auto_24h``) are removed from their backend and marked
+expired, freeing the team's slot. Due apps come from the sparse ``by_expiry`` index, shard by
+shard; a record changed meanwhile (a redeploy, a deletion) is skipped by its condition."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from chalicelib.deploy.service import DeployService
+from chalicelib.deploy.store import DeploymentStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeployReapReport:
+    expired: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def reap_deploys(
+    store: DeploymentStore,
+    service: DeployService,
+    shards: int,
+    clock: Callable[[], float] = time.time,
+) -> DeployReapReport:
+    now = int(clock())
+    counts = {"expired": 0, "skipped": 0, "failed": 0}
+    for shard in range(shards):
+        for app in store.due(shard, now):
+            try:
+                done = service.expire(app, now)
+            except Exception:
+                log.exception("could not expire %s; retried next run", app.id)
+                counts["failed"] += 1
+                continue
+            counts["expired" if done else "skipped"] += 1
+    report = DeployReapReport(**counts)
+    log.info("deploy reaper: %s", report)
+    return report
+
+
+def run_deploy_reaper() -> DeployReapReport:
+    from chalicelib.config import get_settings
+    from chalicelib.deps import get_deploys
+
+    service = get_deploys()
+    return reap_deploys(service.store, service, get_settings().expiry_shards)

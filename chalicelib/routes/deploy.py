@@ -1,0 +1,232 @@
+"""Container deploys: ``POST /deploy/new`` (multipart, or JSON naming an uploaded context),
+``POST /deploy/upload-url``, the ``/api/v1/deployments`` reads, logs, redeploy, env, deletion.
+
+Who deploys: a session or API key (the team), or the spec's ``Authorization: Bearer
+<upgrade_jwt>`` (the team that now owns that resource; an anonymous one gets 402: deploys need
+a paid tier). Lambda's request cap is 6 MB and API Gateway base64-encodes binary bodies, so a
+multipart body is capped at MULTIPART_MAX_BYTES; bigger contexts go through a presigned upload.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from chalice.app import Blueprint, Request, Response
+
+from chalicelib import errors
+from chalicelib.deploy.service import Caller, DeployRequest
+from chalicelib.deps import get_deploys
+from chalicelib.routes import requests
+
+bp = Blueprint(__name__)
+
+MULTIPART_MAX_BYTES = 4_400_000  # 6 MB Lambda payload after base64 (+1/3), minus headers
+_NAME = re.compile(rb'name="([^"]*)"')
+FORM_FIELDS = ("tarball", "name", "port", "env", "env_vars", "redeploy", "ttl_policy")
+
+
+def _caller(request: Request) -> Caller:
+    from chalicelib.accounts import Scope
+    from chalicelib.deploy.service import Caller
+    from chalicelib.deps import get_accounts, get_authenticator
+    from chalicelib.tiers import get_tier
+
+    principal = get_authenticator().optional(request.headers)
+    if principal is not None:
+        if not principal.scope.covers(Scope.WRITE):
+            raise errors.ForbiddenError("Deploys need an API key with the 'write' scope.")
+        team = get_accounts().team(principal.team_id)
+        if team is None:
+            raise errors.UnauthorizedError("This credential's team no longer exists.")
+        return Caller(
+            principal.owner,
+            get_tier(team.tier),
+            principal.email,
+            team.default_deployment_ttl_policy,
+        )
+    return _caller_by_upgrade_jwt(request)
+
+
+def _caller_by_upgrade_jwt(request: Request) -> Caller:
+    from chalicelib.config import get_settings
+    from chalicelib.deps import get_accounts, get_dynamo
+    from chalicelib.store import ResourceStore
+    from chalicelib.tiers import get_tier
+    from chalicelib.tokens import InvalidTokenError, Signer
+
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise errors.UnauthorizedError(
+            "Deploys need 'Authorization: Bearer <upgrade_jwt>' (or an API key).",
+            agent_action="Send the upgrade_jwt from a /db/new (or /claim) response as a Bearer "
+            "token.",
+        )
+    settings = get_settings()
+    try:
+        claims = Signer(settings.jwt_secret).read_upgrade_token(token.strip(), None)
+    except InvalidTokenError as exc:
+        raise errors.UnauthorizedError("The upgrade_jwt is invalid or expired.") from exc
+    resource = ResourceStore(get_dynamo(), settings).get(claims.resource_id)
+    owner = resource.owner if resource else claims.owner
+    if owner.startswith("team:"):
+        team = get_accounts().team(owner.removeprefix("team:"))
+        if team is not None:
+            return Caller(owner, get_tier(team.tier), "", team.default_deployment_ttl_policy)
+    return Caller(owner, get_tier("anonymous"), "")
+
+
+def _form(request: Request) -> dict[str, bytes]:
+    from requests_toolbelt.multipart.decoder import (
+        ImproperBodyPartContentException,
+        MultipartDecoder,
+        NonMultipartContentTypeException,
+    )
+
+    raw = request.raw_body or b""
+    if len(raw) > MULTIPART_MAX_BYTES:
+        raise errors.TarballTooLargeError(
+            f"A multipart deploy is capped at {MULTIPART_MAX_BYTES // 1_000_000} MB here.",
+            agent_action="Slim the tarball (leave out node_modules, .git, build outputs), or "
+            "upload it with POST /deploy/upload-url and deploy by its upload_key.",
+        )
+    try:
+        parts = MultipartDecoder(raw, request.headers.get("content-type", "")).parts
+    except (ImproperBodyPartContentException, NonMultipartContentTypeException, ValueError) as exc:
+        raise errors.BadRequestError(
+            "The body is not a multipart form.",
+            agent_action="Send -F tarball=@app.tar.gz -F name=my-app (multipart/form-data).",
+        ) from exc
+    form: dict[str, bytes] = {}
+    for part in parts:
+        found = _NAME.search(part.headers.get(b"Content-Disposition", b""))
+        if found and found.group(1).decode() in FORM_FIELDS:
+            form[found.group(1).decode()] = part.content
+    return form
+
+
+def _request(form: dict[str, Any]) -> DeployRequest:
+    name = requests.resource_name(_text(form.get("name")) or None)
+    port_text = _text(form.get("port")) or "8080"
+    if not port_text.isdecimal() or not 1 <= int(port_text) <= 65535:
+        raise errors.BadRequestError("'port' must be a number from 1 to 65535.")
+    env: Any = {}
+    if form.get("env_vars"):
+        try:
+            env = json.loads(form["env_vars"])
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise errors.BadRequestError("'env_vars' must be a JSON object of strings.") from exc
+        if not isinstance(env, dict):
+            raise errors.BadRequestError("'env_vars' must be a JSON object of strings.")
+    tarball = form.get("tarball")
+    if not tarball:
+        raise errors.BadRequestError(
+            "A 'tarball' (gzipped tar with a Dockerfile at its root) is required.",
+            agent_action="Send -F tarball=@app.tar.gz (tar -czf app.tar.gz -C <dir> .).",
+        )
+    return DeployRequest(
+        name=name,
+        tarball=tarball if isinstance(tarball, bytes) else tarball.encode(),
+        port=int(port_text),
+        env=env,
+        redeploy=_text(form.get("redeploy")).lower() in ("true", "1", "yes"),
+        ttl_policy=_text(form.get("ttl_policy")) or None,
+    )
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.decode("utf-8", "replace").strip() if isinstance(value, bytes) else str(value)
+
+
+@bp.route("/deploy/new", methods=["POST"], content_types=["*/*"])
+def deploy_new() -> Response:
+    """Multipart with the tarball, or JSON naming an ``upload_key`` (POST /deploy/upload-url)."""
+    request = bp.current_request
+    caller = _caller(request)
+    mimetype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if mimetype == "application/json":
+        body = requests.json_object(request)
+        fields = {k: v for k, v in body.items() if k in FORM_FIELDS}
+        if isinstance(fields.get("env_vars"), dict):
+            fields["env_vars"] = json.dumps(fields["env_vars"])
+        fields["tarball"] = get_deploys().uploaded(caller, body.get("upload_key"))
+        form: dict[str, Any] = fields
+    else:
+        form = dict(_form(request))
+    result = get_deploys().deploy(caller, _request(form))
+    return Response(result, status_code=202)
+
+
+@bp.route("/deploy/upload-url", methods=["POST"], content_types=["*/*"])
+def upload_url() -> dict[str, Any]:
+    return get_deploys().upload_url(_caller(bp.current_request))
+
+
+@bp.route("/api/v1/deployments", methods=["GET"])
+def list_deployments() -> dict[str, Any]:
+    return get_deploys().listing(_caller(bp.current_request).owner)
+
+
+@bp.route("/api/v1/deployments/{app_id}", methods=["GET"])
+def get_deployment(app_id: str) -> dict[str, Any]:
+    return get_deploys().get(_caller(bp.current_request).owner, app_id)
+
+
+@bp.route("/api/v1/deployments/{app_id}/events", methods=["GET"])
+def deployment_events(app_id: str) -> dict[str, Any]:
+    return get_deploys().events(_caller(bp.current_request).owner, app_id)
+
+
+@bp.route("/deploy/{app_id}/logs", methods=["GET"])
+def deployment_logs(app_id: str) -> Response:
+    """Server-sent events: one ``data:`` line per log line, ``id`` = its line number. Lambda
+    cannot hold a stream open, so each response carries the lines so far and ``retry``: the
+    client reconnects with ``Last-Event-ID`` and gets only what is new."""
+    request = bp.current_request
+    last = request.headers.get("last-event-id", "")
+    since = int(last) + 1 if last.isdecimal() else 0
+    app, lines = get_deploys().logs(_caller(request).owner, app_id, since)
+    events = [f"id: {since + i}\ndata: {line}\n\n" for i, line in enumerate(lines)]
+    events.append(f"event: status\ndata: {app.status.value}\nretry: 2000\n\n")
+    return Response(
+        "".join(events),
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"},
+    )
+
+
+@bp.route("/deploy/{app_id}/redeploy", methods=["POST"], content_types=["*/*"])
+def redeploy(app_id: str) -> Response:
+    body = get_deploys().redeploy(_caller(bp.current_request), app_id)
+    return Response(body, status_code=202)
+
+
+@bp.route("/deploy/{app_id}/env", methods=["PATCH"], content_types=["*/*"])
+def patch_env(app_id: str) -> Response:
+    request = bp.current_request
+    body = requests.json_object(request)
+    result = get_deploys().set_env(_caller(request), app_id, body.get("env_vars"))
+    return Response(result, status_code=202)
+
+
+@bp.route("/api/v1/deployments/{app_id}", methods=["DELETE"])
+def delete_deployment(app_id: str) -> Response:
+    request = bp.current_request
+    skip = request.headers.get("x-skip-email-confirmation", "").lower() == "yes"
+    status, body = get_deploys().delete(_caller(request), app_id, skip)
+    return Response(body, status_code=status)
+
+
+@bp.route("/api/v1/deployments/{app_id}/confirm-deletion", methods=["POST"], content_types=["*/*"])
+def confirm_deletion(app_id: str) -> dict[str, Any]:
+    request = bp.current_request
+    params = request.query_params
+    token = str(params.get("token", "")) if params else ""
+    return get_deploys().confirm_deletion(_caller(request).owner, app_id, token)
+
+
+@bp.route("/api/v1/deployments/{app_id}/confirm-deletion", methods=["DELETE"])
+def cancel_deletion(app_id: str) -> dict[str, Any]:
+    return get_deploys().cancel_deletion(_caller(bp.current_request).owner, app_id)

@@ -1,0 +1,236 @@
+"""Container deploys through the API with the local backend: real buildah/podman builds from a
+locally made busybox base image, the app answering over HTTP, classified failures, redeploys
+in place, two-step deletion and TTL expiry."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+import pytest
+import requests
+from chalice.test import Client
+from requests_toolbelt.multipart.encoder import MultipartEncoder
+
+from chalicelib import deps
+from chalicelib.jobs.deploys import reap_deploys
+from devstack.stack import Stack
+from tests.functional.accounts_fixtures import Reply, call, made, sign_in
+
+BASE = "localhost/instanode/busybox:latest"
+HTTPD = '["httpd", "-f", "-p", "8080", "-h", "/www"]'
+DEADLINE_SECONDS = 90
+
+
+def context(files: dict[str, str]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def site(body: str, dockerfile_extra: str = "") -> bytes:
+    dockerfile = f"FROM {BASE}\nCOPY index.html /www/index.html\n{dockerfile_extra}CMD {HTTPD}\n"
+    return context({"Dockerfile": dockerfile, "index.html": body})
+
+
+def deploy(client: Client, token: str, tarball: bytes, name: str = "web", **fields: str) -> Reply:
+    form = MultipartEncoder(
+        fields={"name": name, **fields, "tarball": ("app.tar.gz", tarball, "application/gzip")}
+    )
+    return call(
+        client,
+        "POST",
+        "/deploy/new",
+        form.to_string(),
+        bearer=token,
+        Content_Type=form.content_type,
+    )
+
+
+def wait_for(client: Client, token: str, app_id: str, *statuses: str) -> dict[str, Any]:
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while True:
+        body: dict[str, Any] = call(
+            client, "GET", f"/api/v1/deployments/{app_id}", bearer=token
+        ).body
+        if body["status"] in statuses or time.monotonic() > deadline:
+            assert body["status"] in statuses, body
+            return body
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def base_image() -> None:
+    from chalicelib.deploy.baseimage import ensure_busybox_image
+
+    assert ensure_busybox_image() == BASE
+
+
+@pytest.fixture
+def hobby(client: Client, stack: Stack, base_image: None) -> Iterator[str]:
+    """A session of a team on Hobby (1 app); its apps are removed afterwards."""
+    boto3.client("s3").create_bucket(Bucket=deps.get_settings().deploy.bucket)
+    token = sign_in(client, stack)
+    team = call(client, "GET", "/auth/me", bearer=token).body["team"]["id"]
+    deps.get_teams().set_tier(team, "hobby")
+    yield token
+    for app in call(client, "GET", "/api/v1/deployments", bearer=token).body["items"]:
+        path = f"/api/v1/deployments/{app['id']}"
+        call(client, "DELETE", path, bearer=token, X_Skip_Email_Confirmation="yes")
+
+
+def get_app(url: str, path: str = "/index.html") -> str:
+    """GET the app at its URL: *.localhost is loopback (browsers know it; glibc does not, so
+    connect to 127.0.0.1 and send the URL's host)."""
+    parts = urlsplit(url)
+    assert parts.hostname and parts.hostname.endswith(".localhost"), url
+    local = f"http://127.0.0.1:{parts.port}{path}"
+    return requests.get(local, headers={"Host": parts.netloc}, timeout=5).text
+
+
+def test_deploy_serves_the_app_at_its_url(client: Client, hobby: str) -> None:
+    started = deploy(client, hobby, site("hello from v1"))
+    assert started.status == 202 and started.body["status"] == "building"
+    healthy = wait_for(client, hobby, started.body["id"], "healthy", "failed")
+    assert healthy["status"] == "healthy", healthy
+    assert get_app(healthy["url"]) == "hello from v1"
+
+
+def test_redeploy_keeps_id_and_url_and_serves_the_new_version(client: Client, hobby: str) -> None:
+    first = deploy(client, hobby, site("v1")).body
+    wait_for(client, hobby, first["id"], "healthy")
+    again = deploy(client, hobby, site("v2"), redeploy="true")
+    assert again.status == 202 and again.body["redeployed"] is True
+    assert (again.body["id"], again.body["url"]) == (first["id"], first["url"])
+    wait_for(client, hobby, first["id"], "healthy")
+    assert get_app(first["url"]) == "v2"
+
+
+def test_redeploy_of_unknown_name_is_not_found(client: Client, hobby: str) -> None:
+    reply = deploy(client, hobby, site("x"), name="nothing-here", redeploy="true")
+    assert reply.error == (404, "no_existing_deployment_to_redeploy")
+
+
+def test_broken_dockerfile_fails_with_a_classified_event(client: Client, hobby: str) -> None:
+    bad = context({"Dockerfile": f"FROM {BASE}\nRUNN echo hi\n"})
+    app_id = deploy(client, hobby, bad).body["id"]
+    failed = wait_for(client, hobby, app_id, "failed", "healthy")
+    assert failed["status"] == "failed" and failed["error_message"]
+    events = call(client, "GET", f"/api/v1/deployments/{app_id}/events", bearer=hobby).body
+    event = events["events"][-1]
+    assert event["reason"] != "Unknown" and event["hint"] and event["last_lines"]
+
+
+def test_second_app_over_the_hobby_cap_is_refused(client: Client, hobby: str) -> None:
+    assert deploy(client, hobby, site("one"), name="one").status == 202
+    assert deploy(client, hobby, site("two"), name="two").error == (402, "resource_limit_reached")
+
+
+def test_deploy_needs_a_paid_tier(client: Client, stack: Stack) -> None:
+    upgrade_jwt = made(client, "/webhook/new")["upgrade_jwt"]  # an anonymous resource's
+    assert deploy(client, upgrade_jwt, site("x")).error == (402, "deploy_requires_paid_tier")
+    free = sign_in(client, stack)
+    assert deploy(client, free, site("x")).error == (402, "deploy_requires_paid_tier")
+
+
+def test_deploy_without_credentials_is_unauthorized(client: Client) -> None:
+    form = MultipartEncoder(fields={"name": "x", "tarball": ("a.tgz", site("x"), "a/b")})
+    reply = call(client, "POST", "/deploy/new", form.to_string(), Content_Type=form.content_type)
+    assert reply.error == (401, "unauthorized")
+
+
+@pytest.mark.parametrize(
+    ("tarball", "code"),
+    [
+        (b"not a tarball", "invalid_tarball"),
+        (context({"index.html": "no dockerfile"}), "dockerfile_not_found"),
+        (context({"Dockerfile": "FROM x", "../escape": "x"}), "invalid_tarball"),
+    ],
+    ids=["not-gzip", "no-dockerfile", "traversal"],
+)
+def test_deploy_refuses_bad_contexts(client: Client, hobby: str, tarball: bytes, code: str) -> None:
+    assert deploy(client, hobby, tarball).error == (400, code)
+
+
+def test_deploy_refuses_bad_env_keys(client: Client, hobby: str) -> None:
+    reply = deploy(client, hobby, site("x"), env_vars=json.dumps({"lower": "x"}))
+    assert reply.error == (400, "invalid_env_key")
+
+
+def test_delete_asks_for_email_confirmation_then_frees_the_slot(
+    client: Client, stack: Stack, hobby: str
+) -> None:
+    app_id = deploy(client, hobby, site("x"), name="to-delete").body["id"]
+    pending = call(client, "DELETE", f"/api/v1/deployments/{app_id}", bearer=hobby)
+    assert pending.status == 202 and pending.body["deletion_status"] == "pending_confirmation"
+    email = call(client, "GET", "/auth/me", bearer=hobby).body["user"]["email"]
+    token = magic_link_token(stack, email)
+    wrong = call(
+        client, "POST", f"/api/v1/deployments/{app_id}/confirm-deletion?token=x", bearer=hobby
+    )
+    assert wrong.error == (400, "invalid_confirmation_token")
+    done = call(
+        client, "POST", f"/api/v1/deployments/{app_id}/confirm-deletion?token={token}", bearer=hobby
+    )
+    assert done.body["deletion_status"] == "deleted"
+    assert deploy(client, hobby, site("y"), name="next").status == 202  # the slot is free
+
+
+def magic_link_token(stack: Stack, email: str) -> str:
+    """The deletion token in the newest mail to ``email``."""
+    text = stack.smtp.wait_for(email).get_body(("plain",))
+    assert text is not None
+    line = next(ln for ln in text.get_content().splitlines() if ln.startswith("Confirmation token"))
+    return line.rsplit(" ", 1)[-1]
+
+
+def test_paid_team_defaults_to_permanent_apps(client: Client, hobby: str) -> None:
+    app = deploy(client, hobby, site("x"), name="kept").body
+    assert (app["ttl_policy"], app["expires_at"]) == ("permanent", None)
+
+
+def test_auto_24h_app_expires_and_frees_the_slot(client: Client, hobby: str) -> None:
+    app_id = deploy(client, hobby, site("x"), name="short-lived", ttl_policy="auto_24h").body["id"]
+    service = deps.get_deploys()
+    report = reap_deploys(
+        service.store, service, deps.get_settings().expiry_shards, lambda: time.time() + 25 * 3600
+    )
+    assert report.expired >= 1
+    gone = call(client, "GET", f"/api/v1/deployments/{app_id}", bearer=hobby)
+    assert gone.error == (404, "not_found")
+
+
+def test_deploy_by_upload_key_builds_the_uploaded_context(client: Client, hobby: str) -> None:
+    issued = call(client, "POST", "/deploy/upload-url", {}, bearer=hobby).body
+    assert issued["method"] == "PUT" and issued["upload_key"] in issued["upload_url"]
+    bucket = deps.get_settings().deploy.bucket
+    # the agent's PUT to upload_url, made here with the SDK (in-process moto serves botocore)
+    boto3.client("s3").put_object(Bucket=bucket, Key=issued["upload_key"], Body=site("uploaded"))
+    body = {"name": "big-app", "upload_key": issued["upload_key"]}
+    started = call(client, "POST", "/deploy/new", body, bearer=hobby)
+    assert started.status == 202, started
+    healthy = wait_for(client, hobby, started.body["id"], "healthy", "failed")
+    assert get_app(healthy["url"]) == "uploaded"
+
+
+@pytest.mark.parametrize("key", ["uploads/someone-else/x.tar.gz", None], ids=["foreign", "none"])
+def test_deploy_refuses_upload_keys_of_others(client: Client, hobby: str, key: Any) -> None:
+    reply = call(client, "POST", "/deploy/new", {"name": "x", "upload_key": key}, bearer=hobby)
+    assert reply.error == (400, "bad_request")
+
+
+def test_deploy_refuses_an_upload_key_with_nothing_uploaded(client: Client, hobby: str) -> None:
+    key = call(client, "POST", "/deploy/upload-url", {}, bearer=hobby).body["upload_key"]
+    reply = call(client, "POST", "/deploy/new", {"name": "x", "upload_key": key}, bearer=hobby)
+    assert reply.error == (400, "bad_request")
