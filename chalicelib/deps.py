@@ -99,7 +99,10 @@ def get_devices() -> DeviceFlow:
 def get_teams() -> TeamService:
     from chalicelib.teams import TeamService
 
-    return TeamService(get_settings(), get_dynamo(), get_accounts(), all_tiers(), get_provider)
+    deployments = get_deploys().store
+    return TeamService(
+        get_settings(), get_dynamo(), get_accounts(), all_tiers(), get_provider, deployments
+    )
 
 
 @cache

@@ -1,7 +1,9 @@
 """Teams and tiers: a claim moves a network's resources into a team, and a tier change (the admin
 command or a billing webhook) re-tiers every live resource of the team at once: its record (tier
 and expiry: paid tiers clear the TTL) and, where the backend enforces limits itself (Postgres
-connection limits, NATS JetStream limits), the limits on the live server."""
+connection limits, NATS JetStream limits), the limits on the live server. A paid tier also rolls
+the team's ``auto_24h`` container deploys forward to ``permanent`` (spec: "Upgrading
+auto-promotes in-flight deployment TTLs")."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from dataclasses import dataclass, replace
 from chalicelib import errors
 from chalicelib.accounts import AccountStore, Team
 from chalicelib.config import Settings
+from chalicelib.deploy.store import DeploymentStore
 from chalicelib.dynamo import Dynamo, TransactionCancelled
 from chalicelib.models import Kind, Resource, team_owner
 from chalicelib.providers.base import Provider, Resizer, Tenant
@@ -28,6 +31,7 @@ class TierChange:
     resources: int  # live resources moved to the new tier
     resized: int  # of those, whose backend limits were raised (or lowered) on the server
     failed: int  # resources whose record or backend could not be changed (logged)
+    deploys_made_permanent: int = 0  # auto_24h apps a paid upgrade rolled forward
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -35,6 +39,7 @@ class TierChange:
             "resources": self.resources,
             "resized": self.resized,
             "failed": self.failed,
+            "deploys_made_permanent": self.deploys_made_permanent,
         }
 
 
@@ -46,9 +51,11 @@ class TeamService:
         accounts: AccountStore,
         tiers: Mapping[str, Tier],
         providers: Callable[[Kind], Provider],
+        deployments: DeploymentStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
+        self._deployments = deployments
         self._db = db
         self._store = ResourceStore(db, settings)
         self._accounts = accounts
@@ -103,7 +110,10 @@ class TeamService:
             outcome = self._resize(replace(r, tier=tier.name, expires_at=expires), tier)
             resized += outcome is True
             failed += outcome is False
-        change = TierChange(team, resources, resized, failed)
+        promoted = 0
+        if tier.price_usd_month > 0 and self._deployments is not None:
+            promoted = self._deployments.make_permanent(team_owner(team_id))
+        change = TierChange(team, resources, resized, failed, promoted)
         log.info("team %s is now on %s: %s", team_id, tier.name, change)
         return change
 

@@ -52,6 +52,7 @@ class Deployment:
             "id": self.id,
             "app_id": self.id,
             "name": self.name,
+            "slug": self.slug,
             "url": self.url,
             "status": self.status.value,
             "error_message": self.error_message,
@@ -128,6 +129,16 @@ class DeploymentStore:
         except dynamo.TransactionCancelled:
             return False
         return True
+
+    def make_permanent(self, owner: str) -> int:
+        """Roll ``owner``'s live ``auto_24h`` apps forward to ``permanent`` (a paid upgrade);
+        ``custom`` and ``permanent`` apps are left as they are. Returns how many changed."""
+        changed = 0
+        for app in self.owned(owner):
+            if app.ttl_policy == "auto_24h" and app.status not in _RETIRED:
+                kept = replace(app, ttl_policy="permanent", expires_at=None)
+                changed += self.save(kept, app)
+        return changed
 
     # -- reads ------------------------------------------------------------------------------
     def get(self, app_id: str) -> Deployment | None:

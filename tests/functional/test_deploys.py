@@ -234,3 +234,12 @@ def test_deploy_refuses_an_upload_key_with_nothing_uploaded(client: Client, hobb
     key = call(client, "POST", "/deploy/upload-url", {}, bearer=hobby).body["upload_key"]
     reply = call(client, "POST", "/deploy/new", {"name": "x", "upload_key": key}, bearer=hobby)
     assert reply.error == (400, "bad_request")
+
+
+def test_paid_upgrade_makes_auto_24h_apps_permanent(client: Client, hobby: str) -> None:
+    app = deploy(client, hobby, site("x"), name="promoted", ttl_policy="auto_24h").body
+    assert app["expires_at"] is not None
+    team = call(client, "GET", "/auth/me", bearer=hobby).body["team"]["id"]
+    assert deps.get_teams().set_tier(team, "pro").deploys_made_permanent == 1
+    after = call(client, "GET", f"/api/v1/deployments/{app['id']}", bearer=hobby).body
+    assert (after["ttl_policy"], after["expires_at"]) == ("permanent", None)
