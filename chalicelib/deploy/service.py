@@ -36,7 +36,8 @@ ENV_KEY = re.compile(r"[A-Z_][A-Z0-9_]*")
 ENV_MAX_BYTES = 64 * 1024
 DELETION_TOKEN_SECONDS = 15 * 60
 AUTO_TTL_SECONDS = 24 * 3600
-TTL_POLICIES = ("auto_24h", "permanent")
+TTL_POLICIES = ("auto_24h", "permanent", "custom")
+MAX_CUSTOM_TTL_HOURS = 24 * 90
 UPLOAD_URL_SECONDS = 15 * 60
 
 
@@ -48,6 +49,7 @@ class DeployRequest:
     env: Mapping[str, str] | None = None
     redeploy: bool = False
     ttl_policy: str | None = None  # None: the team's default
+    ttl_hours: int | None = None  # with ttl_policy "custom"
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,7 @@ class DeployService:
         app_id = "app_" + secrets.token_hex(8)
         slug = _slug(req.name, app_id)
         policy = req.ttl_policy or caller.default_ttl_policy
-        if policy not in TTL_POLICIES:
-            raise errors.BadRequestError(f"'ttl_policy' must be one of {', '.join(TTL_POLICIES)}.")
+        expires_at = _expiry(policy, req.ttl_hours, now)
         app = Deployment(
             id=app_id,
             owner=caller.owner,
@@ -114,7 +115,7 @@ class DeployService:
             ttl_policy=policy,
             created_at=now,
             updated_at=now,
-            expires_at=now + AUTO_TTL_SECONDS if policy == "auto_24h" else None,
+            expires_at=expires_at,
             env=env,
         )
         self._contexts.put(self._bucket(), app.context_key, req.tarball)
@@ -395,6 +396,20 @@ def valid_env(env: Mapping[str, Any], allow_empty: bool = False) -> dict[str, st
 def _slug(name: str, app_id: str) -> str:
     base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40].strip("-") or "app"
     return f"{base}-{app_id[4:10]}"
+
+
+def _expiry(policy: str, ttl_hours: int | None, now: int) -> int | None:
+    """When an app of this TTL policy expires (None: never)."""
+    if policy not in TTL_POLICIES:
+        raise errors.BadRequestError(f"'ttl_policy' must be one of {', '.join(TTL_POLICIES)}.")
+    if policy == "custom":
+        if ttl_hours is None or not 1 <= ttl_hours <= MAX_CUSTOM_TTL_HOURS:
+            raise errors.BadRequestError(
+                f"ttl_policy 'custom' needs 'ttl_hours' from 1 to {MAX_CUSTOM_TTL_HOURS}.",
+                agent_action="Send ttl_hours with ttl_policy=custom, or use auto_24h/permanent.",
+            )
+        return now + ttl_hours * 3600
+    return now + AUTO_TTL_SECONDS if policy == "auto_24h" else None
 
 
 def _upload_prefix(owner: str) -> str:

@@ -24,7 +24,7 @@ bp = Blueprint(__name__)
 
 MULTIPART_MAX_BYTES = 4_400_000  # 6 MB Lambda payload after base64 (+1/3), minus headers
 _NAME = re.compile(rb'name="([^"]*)"')
-FORM_FIELDS = ("tarball", "name", "port", "env", "env_vars", "redeploy", "ttl_policy")
+FORM_FIELDS = ("tarball", "name", "port", "env", "env_vars", "redeploy", "ttl_policy", "ttl_hours")
 
 
 def _caller(request: Request) -> Caller:
@@ -132,6 +132,7 @@ def _request(form: dict[str, Any]) -> DeployRequest:
         env=env,
         redeploy=_text(form.get("redeploy")).lower() in ("true", "1", "yes"),
         ttl_policy=_text(form.get("ttl_policy")) or None,
+        ttl_hours=int(hours) if (hours := _text(form.get("ttl_hours"))).isdecimal() else None,
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 import time
 from collections.abc import Iterator
@@ -243,3 +244,21 @@ def test_paid_upgrade_makes_auto_24h_apps_permanent(client: Client, hobby: str) 
     assert deps.get_teams().set_tier(team, "pro").deploys_made_permanent == 1
     after = call(client, "GET", f"/api/v1/deployments/{app['id']}", bearer=hobby).body
     assert (after["ttl_policy"], after["expires_at"]) == ("permanent", None)
+
+
+def test_custom_ttl_sets_the_expiry_hours_ahead(client: Client, hobby: str) -> None:
+    app = deploy(client, hobby, site("x"), name="c", ttl_policy="custom", ttl_hours="48").body
+    created = time.time()
+    expires = time.mktime(time.strptime(app["expires_at"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    assert app["ttl_policy"] == "custom" and abs(expires - created - 48 * 3600) < 120
+
+
+@pytest.mark.parametrize("hours", [None, "0", "9999"], ids=["missing", "zero", "too-long"])
+def test_custom_ttl_needs_sensible_hours(client: Client, hobby: str, hours: str | None) -> None:
+    fields = {"ttl_policy": "custom", **({"ttl_hours": hours} if hours else {})}
+    assert deploy(client, hobby, site("x"), **fields).error == (400, "bad_request")
+
+
+def test_multipart_over_the_request_cap_names_the_upload_path(client: Client, hobby: str) -> None:
+    reply = deploy(client, hobby, os.urandom(4_500_000))
+    assert reply.error == (413, "tarball_too_large") and "upload-url" in reply.body["agent_action"]
