@@ -1,0 +1,113 @@
+"""Container deploys on the local backend, in this process (``chalice.test.Client`` against the
+bench stack's moto and SMTP servers, real buildah/podman):
+
+  python -m bench.deploys [--n 5]
+
+For a small busybox site: the ``POST /deploy/new`` answer (checks, S3 put, record, worker
+start), the time from that answer until the app is ``healthy`` (polled every 0.1 s), a
+redeploy (revision n+1 at the same URL) until it serves the new body, and the DynamoDB requests
+of the POST. Apps are deleted (``X-Skip-Email-Confirmation``) after each round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bench.meters import DynamoMeter, stats_of
+from devstack.stack import ROOT, Stack, get_profile
+
+POLL_SECONDS = 0.1
+DEADLINE_SECONDS = 120.0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.deploys", description=__doc__)
+    parser.add_argument("--n", type=int, default=5, help="rounds (each: deploy + redeploy)")
+    parser.add_argument("--profile", type=get_profile, default="bench")
+    args = parser.parse_args(argv)
+    stack = Stack(args.profile)
+    started = stack.up()
+    os.environ.update(stack.env())
+    try:
+        return run(stack, args.n)
+    finally:
+        stack.down(started)
+
+
+def run(stack: Stack, n: int) -> int:
+    from chalice.test import Client
+
+    from app import app
+    from chalicelib import deps
+    from chalicelib.deploy.baseimage import ensure_busybox_image
+    from tests.functional.accounts_fixtures import call, sign_in
+    from tests.functional.test_deploys import deploy, get_app, site
+
+    deps.reset()
+    ensure_busybox_image()
+    client = Client(app, "local", str(ROOT))
+    meter = DynamoMeter(deps.get_dynamo().client.meta.events)
+    token = sign_in(client, stack)
+    team = call(client, "GET", "/auth/me", bearer=token).body["team"]["id"]
+    deps.get_teams().set_tier(team, "pro")
+
+    samples: dict[str, list[float]] = {"POST /deploy/new": [], "to healthy": [], "redeploy": []}
+    requests_per_post: list[int] = []
+    for i in range(n):
+        meter.reset()
+        t0 = time.perf_counter()
+        app_body = deploy(client, token, site(f"v1-{i}"), name=f"bench-{i}").body
+        samples["POST /deploy/new"].append((time.perf_counter() - t0) * 1000)
+        requests_per_post.append(sum(meter.sent.values()))
+        app_id, url, v2 = app_body["id"], app_body["url"], f"v2-{i}"
+        t1 = time.perf_counter()
+        _until(_healthy, client, token, app_id)
+        samples["to healthy"].append((time.perf_counter() - t1) * 1000)
+        t2 = time.perf_counter()
+        deploy(client, token, site(v2), name=f"bench-{i}", redeploy="true")
+        _until(_serves, get_app, url, v2)
+        samples["redeploy"].append((time.perf_counter() - t2) * 1000)
+        call(
+            client,
+            "DELETE",
+            f"/api/v1/deployments/{app_body['id']}",
+            bearer=token,
+            X_Skip_Email_Confirmation="yes",
+        )
+    print(f"deploys, local backend (buildah + podman), busybox site, n={n} (ms)")
+    for name, st in stats_of(samples).items():
+        print(f"  {name:18s} p50 {st.p50:8.1f}  max {max(st.ms):8.1f}")
+    print(f"  DynamoDB requests per POST /deploy/new: {sum(requests_per_post) / n:.2f}")
+    return 0
+
+
+def _healthy(client: Any, token: str, app_id: str) -> bool:
+    from tests.functional.accounts_fixtures import call
+
+    body = call(client, "GET", f"/api/v1/deployments/{app_id}", bearer=token).body
+    if body["status"] == "failed":
+        raise RuntimeError(f"deploy failed: {body}")
+    return bool(body["status"] == "healthy")
+
+
+def _serves(get_app: Callable[[str], str], url: str, body: str) -> bool:
+    try:
+        return get_app(url) == body
+    except OSError:
+        return False
+
+
+def _until(done: Callable[..., bool], *args: Any) -> None:
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not done(*args):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the app did not get there in time")
+        time.sleep(POLL_SECONDS)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
