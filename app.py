@@ -15,6 +15,7 @@ from chalicelib.routes import (
     meta,
     pages,
     provision,
+    stacks,
     storage,
     webhooks,
 )
@@ -34,6 +35,7 @@ app.register_blueprint(auth.bp)
 app.register_blueprint(api.bp)
 app.register_blueprint(billing.bp)
 app.register_blueprint(deploy.bp)
+app.register_blueprint(stacks.bp)
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES))

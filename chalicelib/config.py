@@ -136,6 +136,10 @@ class Settings:
         return f"{self.table_prefix}-deployments"
 
     @property
+    def stacks_table(self) -> str:
+        return f"{self.table_prefix}-stacks"
+
+    @property
     def accounts_table(self) -> str:
         return f"{self.table_prefix}-accounts"
 

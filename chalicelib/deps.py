@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from chalicelib.deploy.backend import DeployBackend
     from chalicelib.deploy.contexts import ContextStore
     from chalicelib.deploy.service import DeployService
+    from chalicelib.deploy.stacks import StackService
     from chalicelib.devices import DeviceFlow
     from chalicelib.health import Readiness
     from chalicelib.outbox import Outbox
@@ -166,6 +167,23 @@ def get_deploys() -> DeployService:
     return DeployService(s, store, get_deploy_backend, get_contexts(), get_outbox)
 
 
+@cache
+def get_stacks() -> StackService:
+    from chalicelib.deploy.stack_store import SEAL_LABEL, StackStore
+    from chalicelib.deploy.stacks import StackService
+    from chalicelib.sealing import Sealer
+
+    s = get_settings()
+    store = StackStore(
+        get_dynamo(),
+        s.stacks_table,
+        s.counters_table,
+        Sealer(s.jwt_secret, SEAL_LABEL),
+        s.expiry_shards,
+    )
+    return StackService(s, store, get_deploy_backend, get_contexts())
+
+
 _ACCESSORS = (
     get_settings,
     get_dynamo,
@@ -183,6 +201,7 @@ _ACCESSORS = (
     get_deploy_backend,
     get_contexts,
     get_deploys,
+    get_stacks,
 )
 
 

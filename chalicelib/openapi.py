@@ -204,6 +204,73 @@ DEPLOY_PATHS: dict[str, Any] = {
     },
 }
 
+_SLUG = [{"name": "slug", "in": "path", "required": True, "schema": _STR}]
+STACK_PATHS: dict[str, Any] = {
+    "/stacks/new": {
+        "post": {
+            "summary": "Deploy a multi-service stack: an instant.yaml manifest and one tarball "
+            "per service (202 building); no credential makes an anonymous 6h stack",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["instant.yaml", "name"],
+                            "properties": {
+                                "instant.yaml": {"type": "string", "format": "binary"},
+                                "name": _STR,
+                            },
+                            "additionalProperties": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": "one gzipped tarball per service, named after it",
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "202": _json({"type": "object"}, "Building"),
+                **_errors(400, 401, 402, 413),
+            },
+        }
+    },
+    "/api/v1/stacks/{slug}": {
+        "parameters": _SLUG,
+        "get": _op("A stack: manifest, per-service status and URLs, env names", (404,)),
+    },
+    "/stacks/{slug}/env": {
+        "parameters": _SLUG,
+        "patch": _op(
+            "Merge stack env vars ('' deletes); applied by the next redeploy",
+            (400, 401, 403, 404),
+            {"env_vars": {"type": "object", "additionalProperties": _STR}},
+            True,
+        ),
+    },
+    "/stacks/{slug}/redeploy": {
+        "parameters": _SLUG,
+        "post": _op("Rebuild every service as a new revision", (401, 403, 404), auth=True),
+    },
+    "/stacks/{slug}/logs/{svc}": {
+        "parameters": [
+            *_SLUG,
+            {"name": "svc", "in": "path", "required": True, "schema": _STR},
+        ],
+        "get": {
+            "summary": "A service's build and app log: text, or SSE (Accept: text/event-stream)",
+            "responses": {
+                "200": {
+                    "description": "Log lines",
+                    "content": {"text/plain": {}, "text/event-stream": {}},
+                },
+                **_errors(404),
+            },
+        },
+    },
+}
+
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -277,6 +344,7 @@ def document(base_url: str, version: str) -> dict[str, Any]:
             **pages.OPENAPI_PATHS,
             **ACCOUNT_PATHS,
             **DEPLOY_PATHS,
+            **STACK_PATHS,
             "/api/v1/capabilities": _get("Tier limits", obj),
             "/healthz": _get("Liveness", obj, 503),
             "/readyz": _get("Readiness of every dependency", obj, 503),

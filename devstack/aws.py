@@ -95,6 +95,21 @@ def table_specs(prefix: str) -> list[dict[str, Any]]:
                 _index("by_expiry", "expiry_shard", "expires_at"),
             ],
         },
+        {
+            "TableName": f"{prefix}-stacks",
+            "KeySchema": [{"AttributeName": "slug", "KeyType": "HASH"}],
+            "AttributeDefinitions": [
+                _attr("slug"),
+                _attr("owner"),
+                _attr("created_at", "N"),
+                _attr("expiry_shard"),
+                _attr("expires_at", "N"),
+            ],
+            "GlobalSecondaryIndexes": [
+                _index("by_owner", "owner", "created_at"),
+                _index("by_expiry", "expiry_shard", "expires_at"),
+            ],
+        },
     ]
 
 

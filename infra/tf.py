@@ -32,7 +32,15 @@ TF_DIR = ROOT / "infra" / "terraform"
 POLICY_DIR = ROOT / "policies"
 BUILD = ROOT / "build" / "terraform"
 STAGES = ("dev", "prod")
-TABLES = ("resources", "idempotency", "counters", "webhook-requests", "accounts", "deployments")
+TABLES = (
+    "resources",
+    "idempotency",
+    "counters",
+    "webhook-requests",
+    "accounts",
+    "deployments",
+    "stacks",
+)
 PLACEHOLDERS = {
     "partition": "local.partition",
     "region": "local.region",

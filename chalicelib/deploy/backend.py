@@ -77,6 +77,10 @@ class DeployBackend(Protocol):
         """The public URL an app of this slug is served at (known before it is healthy)."""
         ...
 
+    def internal_url_of(self, slug: str) -> str:
+        """The URL other apps' containers reach this app at (a stack's ``service://<name>``)."""
+        ...
+
     def start(self, spec: BuildSpec) -> None:
         """Begin building and then running ``spec.revision``; returns without waiting. A newer
         revision replaces the running one only once it is built (the URL stays)."""

@@ -93,6 +93,10 @@ class KubeBackend:
     def url_of(self, slug: str) -> str:
         return f"https://{m.host_of(slug, self._settings.domain)}"
 
+    def internal_url_of(self, slug: str) -> str:
+        """The app's ClusterIP Service (port 80) by its cluster DNS name."""
+        return f"http://{m.app_name(slug)}.{self._ns}.svc.cluster.local"
+
     # --- start ---------------------------------------------------------------------------
 
     def start(self, spec: BuildSpec) -> None:

@@ -175,6 +175,12 @@ class LocalBackend:
     def url_of(self, slug: str) -> str:
         return f"http://{slug}.{self.settings.domain}:{self.host_port(slug)}"
 
+    def internal_url_of(self, slug: str) -> str:
+        """Containers cannot resolve ``<slug>.localhost``: they reach the host by podman's name
+        for it. Only answers once the host port is published on the podman bridge address
+        (host.containers.internal = 10.88.0.1), not just on 127.0.0.1."""
+        return f"http://host.containers.internal:{self.host_port(slug)}"
+
     def host_port(self, slug: str) -> int:
         """The slug's host port: allocated from the range once, kept until ``remove``."""
         stored = self._app_dir(slug) / "port"

@@ -1,15 +1,18 @@
 """Deploy expiry: apps whose TTL ran out (``auto_24h``) are removed from their backend and marked
 expired, freeing the team's slot. Due apps come from the sparse ``by_expiry`` index, shard by
-shard; a record changed meanwhile (a redeploy, a deletion) is skipped by its condition."""
+shard; a record changed meanwhile (a redeploy, a deletion) is skipped by its condition.
+Stacks whose TTL ran out (anonymous ones: 6h) go the same way, every service of them."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from chalicelib.deploy.service import DeployService
+from chalicelib.deploy.stack_store import StackStore
+from chalicelib.deploy.stacks import StackService
 from chalicelib.deploy.store import DeploymentStore
 
 log = logging.getLogger(__name__)
@@ -20,6 +23,9 @@ class DeployReapReport:
     expired: int = 0
     skipped: int = 0
     failed: int = 0
+    stacks_expired: int = 0
+    stacks_skipped: int = 0
+    stacks_failed: int = 0
 
     def as_json(self) -> dict[str, int]:
         return asdict(self)
@@ -47,9 +53,40 @@ def reap_deploys(
     return report
 
 
+def reap_stacks(
+    store: StackStore,
+    service: StackService,
+    shards: int,
+    clock: Callable[[], float] = time.time,
+) -> DeployReapReport:
+    """Remove every service of each stack whose TTL ran out, and mark it expired."""
+    now = int(clock())
+    counts = {"stacks_expired": 0, "stacks_skipped": 0, "stacks_failed": 0}
+    for shard in range(shards):
+        for stack in store.due(shard, now):
+            try:
+                done = service.expire(stack, now)
+            except Exception:
+                log.exception("could not expire stack %s; retried next run", stack.slug)
+                counts["stacks_failed"] += 1
+                continue
+            counts["stacks_expired" if done else "stacks_skipped"] += 1
+    report = DeployReapReport(**counts)
+    log.info("stack reaper: %s", report)
+    return report
+
+
 def run_deploy_reaper() -> DeployReapReport:
     from chalicelib.config import get_settings
-    from chalicelib.deps import get_deploys
+    from chalicelib.deps import get_deploys, get_stacks
 
-    service = get_deploys()
-    return reap_deploys(service.store, service, get_settings().expiry_shards)
+    service, stacks = get_deploys(), get_stacks()
+    shards = get_settings().expiry_shards
+    apps = reap_deploys(service.store, service, shards)
+    gone = reap_stacks(stacks.store, stacks, shards)
+    return replace(
+        apps,
+        stacks_expired=gone.stacks_expired,
+        stacks_skipped=gone.stacks_skipped,
+        stacks_failed=gone.stacks_failed,
+    )

@@ -289,3 +289,63 @@ resource "aws_dynamodb_table" "deployments" {
     enabled = true
   }
 }
+
+# Multi-service stacks (pk slug): GSI by_owner lists an owner's stacks, sparse by_expiry feeds
+# the reaper (anonymous stacks and those of tiers without deploy slots expire).
+resource "aws_dynamodb_table" "stacks" {
+  name         = "${local.prefix}-stacks"
+  billing_mode = "PAY_PER_REQUEST"
+  hash_key     = "slug"
+
+  attribute {
+    name = "slug"
+    type = "S"
+  }
+
+  attribute {
+    name = "owner"
+    type = "S"
+  }
+
+  attribute {
+    name = "created_at"
+    type = "N"
+  }
+
+  attribute {
+    name = "expiry_shard"
+    type = "S"
+  }
+
+  attribute {
+    name = "expires_at"
+    type = "N"
+  }
+
+  global_secondary_index {
+    name            = "by_owner"
+    hash_key        = "owner"
+    range_key       = "created_at"
+    projection_type = "ALL"
+  }
+
+  global_secondary_index {
+    name            = "by_expiry"
+    hash_key        = "expiry_shard"
+    range_key       = "expires_at"
+    projection_type = "ALL"
+  }
+
+  ttl {
+    attribute_name = "ttl"
+    enabled        = true
+  }
+
+  point_in_time_recovery {
+    enabled = true
+  }
+
+  server_side_encryption {
+    enabled = true
+  }
+}

@@ -1,0 +1,221 @@
+"""DynamoDB persistence of stacks (no HTTP, no backend calls).
+
+Table ``stacks``, pk ``slug``; GSI ``by_owner`` (owner, created_at) lists an owner's stacks,
+sparse ``by_expiry`` (expiry_shard, expires_at) holds the stacks the reaper must visit (those
+with a TTL: anonymous ones and those of tiers without deploy slots). One item per stack: the
+services' state is a JSON list in it, the env (the manifest's per-service env and the
+stack-level env PATCH sets) is one sealed blob (AES-GCM, bound to the slug). Every write is
+conditional on the ``version`` it read, so concurrent refreshes and redeploys do not clobber.
+A team stack with a slot is charged ``apps#<owner>`` in the counters table (one app per stack,
+like DeploymentStore) in the transaction that writes it, and given back when it is retired.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from chalicelib import dynamo
+from chalicelib.deploy.backend import DeployStatus
+from chalicelib.dynamo import Dynamo, Item
+from chalicelib.sealing import Sealer
+
+SEAL_LABEL = b"instanode/stack-env/v1"
+RETIRED_RETENTION_SECONDS = 30 * 24 * 3600
+_RETIRED = (DeployStatus.DELETED, DeployStatus.EXPIRED)
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """One service of a stack: a backend app of its own (``slug``), rebuilt per revision."""
+
+    name: str
+    slug: str
+    port: int
+    expose: bool
+    revision: int
+    context_key: str
+    status: DeployStatus
+    env_names: tuple[str, ...] = ()  # the manifest's env keys (values are in the sealed blob)
+    error_message: str | None = None
+
+    def as_item(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "slug": self.slug,
+            "port": self.port,
+            "expose": self.expose,
+            "revision": self.revision,
+            "context_key": self.context_key,
+            "status": self.status.value,
+            "env_names": list(self.env_names),
+            "error_message": self.error_message,
+        }
+
+    @classmethod
+    def of_item(cls, raw: Mapping[str, Any]) -> ServiceState:
+        return cls(
+            name=raw["name"],
+            slug=raw["slug"],
+            port=int(raw["port"]),
+            expose=bool(raw["expose"]),
+            revision=int(raw["revision"]),
+            context_key=raw["context_key"],
+            status=DeployStatus(raw["status"]),
+            env_names=tuple(raw.get("env_names") or ()),
+            error_message=raw.get("error_message"),
+        )
+
+
+@dataclass(frozen=True)
+class StackEnv:
+    """The secrets of a stack: each service's manifest env, and the stack-level env."""
+
+    services: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    stack: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stack:
+    slug: str  # "<name-base>-<hex>": the services' slugs are "<slug>-<service>"
+    owner: str  # "team:<id>", or the anonymous network's owner
+    name: str
+    anonymous: bool  # immutable once created, readable by anyone holding the slug
+    counted: bool  # charged one app against the owner's cap
+    tier: str
+    services: tuple[ServiceState, ...]
+    status: DeployStatus
+    created_at: int
+    updated_at: int
+    version: int = 1
+    expires_at: int | None = None
+    env: StackEnv = field(default_factory=StackEnv, repr=False)
+
+    def service(self, name: str) -> ServiceState | None:
+        return next((s for s in self.services if s.name == name), None)
+
+
+class StackStore:
+    def __init__(self, db: Dynamo, table: str, counters: str, sealer: Sealer, shards: int) -> None:
+        self._db = db
+        self._table = table
+        self._counters = counters
+        self._sealer = sealer
+        self._shards = shards
+
+    def create(self, stack: Stack, max_apps: int) -> bool:
+        """Write a new stack (charging one app when ``counted``); False when the cap is full."""
+        put = dynamo.put(self._table, self._to_item(stack), "attribute_not_exists(slug)")
+        if not stack.counted:
+            self._db.transact([put])
+            return True
+        charge = dynamo.update(
+            self._counters,
+            {"pk": _apps_key(stack.owner)},
+            "ADD n :one",
+            {":one": 1, ":cap": max_apps},
+            condition="attribute_not_exists(n) OR n < :cap",
+        )
+        try:
+            self._db.transact([put, charge])
+        except dynamo.TransactionCancelled as exc:
+            if exc.reasons[1].failed:
+                return False
+            raise
+        return True
+
+    def save(self, stack: Stack, seen: Stack) -> bool:
+        """Replace the record if it is still at ``seen.version`` (``stack`` has the next one)."""
+        return self._db.put_if(
+            self._table,
+            self._to_item(replace(stack, version=seen.version + 1)),
+            "version = :v",
+            {":v": seen.version},
+        )
+
+    def retire(self, stack: Stack, status: DeployStatus, now: int) -> bool:
+        """Mark expired (or deleted) and give a counted stack's slot back, in one transaction."""
+        retired = replace(
+            stack,
+            status=status,
+            services=tuple(replace(s, status=status) for s in stack.services),
+            updated_at=now,
+            expires_at=None,
+            version=stack.version + 1,
+        )
+        item = {**self._to_item(retired), "ttl": now + RETIRED_RETENTION_SECONDS}
+        ops = [dynamo.put(self._table, item, "version = :v", {":v": stack.version})]
+        if stack.counted:
+            ops.append(
+                dynamo.update(
+                    self._counters, {"pk": _apps_key(stack.owner)}, "ADD n :m", {":m": -1}
+                )
+            )
+        try:
+            self._db.transact(ops)
+        except dynamo.TransactionCancelled:
+            return False
+        return True
+
+    def get(self, slug: str) -> Stack | None:
+        item = self._db.get(self._table, {"slug": slug}, consistent=True)
+        return self._from_item(item) if item else None
+
+    def owned(self, owner: str) -> list[Stack]:
+        items = self._db.query(self._table, "by_owner", "#o = :o", {":o": owner}, {"#o": "owner"})
+        return sorted(map(self._from_item, items), key=lambda s: -s.created_at)
+
+    def due(self, shard: int, now: int) -> Iterator[Stack]:
+        items = self._db.query(
+            self._table,
+            "by_expiry",
+            "expiry_shard = :s AND expires_at <= :now",
+            {":s": str(shard), ":now": now},
+        )
+        return (self._from_item(i) for i in items)
+
+    def _to_item(self, s: Stack) -> Item:
+        env = {"services": {k: dict(v) for k, v in s.env.services.items()}, "stack": s.env.stack}
+        item: Item = {
+            "slug": s.slug,
+            "owner": s.owner,
+            "name": s.name,
+            "anonymous": s.anonymous,
+            "counted": s.counted,
+            "tier": s.tier,
+            "services": json.dumps([x.as_item() for x in s.services]),
+            "status": s.status.value,
+            "created_at": s.created_at,
+            "updated_at": s.updated_at,
+            "version": s.version,
+            "env": self._sealer.seal(json.dumps(env).encode(), s.slug),
+        }
+        if s.expires_at is not None and s.status not in _RETIRED:
+            item["expires_at"] = s.expires_at
+            item["expiry_shard"] = str(zlib.crc32(s.slug.encode()) % self._shards)
+        return item
+
+    def _from_item(self, item: Item) -> Stack:
+        env = json.loads(self._sealer.open(bytes(item["env"]), item["slug"]))
+        return Stack(
+            slug=item["slug"],
+            owner=item["owner"],
+            name=item["name"],
+            anonymous=bool(item["anonymous"]),
+            counted=bool(item["counted"]),
+            tier=item["tier"],
+            services=tuple(ServiceState.of_item(x) for x in json.loads(item["services"])),
+            status=DeployStatus(item["status"]),
+            created_at=int(item["created_at"]),
+            updated_at=int(item["updated_at"]),
+            version=int(item["version"]),
+            expires_at=int(item["expires_at"]) if "expires_at" in item else None,
+            env=StackEnv(env["services"], env["stack"]),
+        )
+
+
+def _apps_key(owner: str) -> str:
+    return f"apps#{owner}"  # the same counter DeploymentStore charges: one cap for both

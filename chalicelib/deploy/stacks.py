@@ -1,0 +1,443 @@
+"""Multi-service stacks: ``POST /stacks/new`` takes an ``instant.yaml`` manifest and one build
+context per service, and runs each service as a backend app of its own.
+
+The manifest (YAML, validated strictly; anything else is ``400 invalid_manifest``)::
+
+    services:                 # required: 1 to 5 services, in order
+      web:                    # a DNS label: [a-z][a-z0-9-]{0,30}, no '-' at the end
+        port: 8080            # optional: the port the app listens on (default 8080)
+        expose: true          # optional: gets a public URL (default: true for the first service
+                              #   only)
+        env:                  # optional: env vars, keys [A-Z_][A-Z0-9_]*, string values
+          API_URL: "service://api"
+      api:
+        port: 9000
+
+No other keys are allowed, at the top or in a service. ``service://<name>`` inside an env value
+is replaced, when the service is built, by the URL the other service's containers reach it at
+(``DeployBackend.internal_url_of``: on Kubernetes its cluster Service, locally the host port
+through ``host.containers.internal``). The multipart form carries one tarball per service,
+named after it (``-F web=@web.tar.gz``); every service needs one and every tarball a service.
+
+Service ``<svc>`` of stack ``<slug>`` is the backend app ``<slug>-<svc>``; ``stack_url`` is the
+first exposed service's URL. A stack-level env (``PATCH /stacks/{slug}/env``) goes over each
+service's manifest env and applies at the next ``POST /stacks/{slug}/redeploy``, which rebuilds
+every service as a new revision.
+
+Who owns a stack: a team (a session or API key, or an upgrade_jwt of a team's resource), or,
+with no credential or an anonymous resource's upgrade_jwt, the caller's network. Anonymous
+stacks expire after the anonymous tier's ``stack_ttl_hours`` (6h), can be read by anyone
+holding the slug and cannot be changed afterwards (``403 stack_immutable``). A team stack on a
+tier with deploy slots counts as one app against the cap and has no TTL; on a tier without
+slots (free) it is not counted and expires like an anonymous one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import yaml
+
+from chalicelib import errors
+from chalicelib.config import Settings
+from chalicelib.deploy.backend import BuildSpec, DeployBackend, DeployStatus, PodLimits
+from chalicelib.deploy.contexts import ContextStore
+from chalicelib.deploy.service import ENV_MAX_BYTES, valid_env
+from chalicelib.deploy.stack_store import ServiceState, Stack, StackEnv, StackStore
+from chalicelib.service import iso
+from chalicelib.tiers import Tier, get_tier
+
+log = logging.getLogger(__name__)
+
+MAX_SERVICES = 5
+SERVICE_NAME = re.compile(r"[a-z]([a-z0-9-]{0,29}[a-z0-9])?")  # a DNS label, 1-31 chars
+RESERVED_NAMES = ("name", "manifest")  # form fields of POST /stacks/new
+SERVICE_REF = re.compile(r"service://([a-z](?:[a-z0-9-]{0,29}[a-z0-9])?)")
+DEFAULT_PORT = 8080
+_SERVICE_KEYS = ("port", "expose", "env")
+
+
+class InvalidManifestError(errors.BadRequestError):
+    code = "invalid_manifest"
+
+
+class StackImmutableError(errors.ApiError):
+    status = 403
+    code = "stack_immutable"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    port: int
+    expose: bool
+    env: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    services: tuple[ServiceSpec, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.services)
+
+
+@dataclass(frozen=True)
+class StackCaller:
+    owner: str
+    tier: Tier
+    anonymous: bool
+
+
+def _bad(message: str) -> InvalidManifestError:
+    return InvalidManifestError(
+        message,
+        agent_action="Fix instant.yaml: services: {<name>: {port, expose, env}}, 1-5 services, "
+        "names [a-z][a-z0-9-]{0,30} not ending in - (see GET /llms.txt, Stacks).",
+    )
+
+
+def parse_manifest(raw: bytes) -> Manifest:
+    """The manifest in ``raw``, validated; ``InvalidManifestError`` says what is wrong."""
+    try:
+        doc = yaml.safe_load(raw.decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise _bad(f"instant.yaml is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(doc, dict):
+        raise _bad("instant.yaml must be a mapping with a 'services' key.")
+    unknown = [str(k) for k in doc if k != "services"]
+    if unknown:
+        raise _bad(f"Unknown top-level key(s) in instant.yaml: {', '.join(unknown)}.")
+    services = doc.get("services")
+    if not isinstance(services, dict) or not services:
+        raise _bad("'services' must map each service name to its settings.")
+    if len(services) > MAX_SERVICES:
+        raise _bad(f"A stack has at most {MAX_SERVICES} services; this one has {len(services)}.")
+    specs = [_service(name, body, first=i == 0) for i, (name, body) in enumerate(services.items())]
+    names = {s.name for s in specs}
+    for spec in specs:
+        for key, value in spec.env.items():
+            for ref in SERVICE_REF.findall(value):
+                if ref not in names:
+                    raise _bad(f"{spec.name}.env.{key} names service://{ref}, not in the stack.")
+    return Manifest(tuple(specs))
+
+
+def _service(name: Any, body: Any, first: bool) -> ServiceSpec:
+    if not isinstance(name, str) or not SERVICE_NAME.fullmatch(name) or name in RESERVED_NAMES:
+        raise _bad(
+            f"Service name {name!r} must match [a-z][a-z0-9-]{{0,30}}, not end in - "
+            f"(and not be {' or '.join(RESERVED_NAMES)})."
+        )
+    body = {} if body is None else body
+    if not isinstance(body, dict):
+        raise _bad(f"Service '{name}' must be a mapping (port, expose, env).")
+    unknown = [str(k) for k in body if k not in _SERVICE_KEYS]
+    if unknown:
+        raise _bad(f"Unknown key(s) in service '{name}': {', '.join(unknown)}.")
+    port = body.get("port", DEFAULT_PORT)
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise _bad(f"{name}.port must be a number from 1 to 65535.")
+    expose = body.get("expose", first)
+    if not isinstance(expose, bool):
+        raise _bad(f"{name}.expose must be true or false.")
+    env = body.get("env") or {}
+    if not isinstance(env, dict):
+        raise _bad(f"{name}.env must be a mapping of names to strings.")
+    if not all(isinstance(v, str) for v in env.values()):
+        raise _bad(f"{name}.env values must be strings (quote numbers and booleans).")
+    return ServiceSpec(name, port, expose, valid_env(env))
+
+
+class StackService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StackStore,
+        backend: Callable[[], DeployBackend],
+        contexts: ContextStore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._backend = backend
+        self._contexts = contexts
+        self._clock = clock
+
+    @property
+    def store(self) -> StackStore:
+        return self._store
+
+    # -- create -----------------------------------------------------------------------------
+    def create(
+        self, caller: StackCaller, name: str, manifest: Manifest, tarballs: Mapping[str, bytes]
+    ) -> dict[str, Any]:
+        from chalicelib.deploy.tarball import inspect
+
+        missing = [n for n in manifest.names if n not in tarballs]
+        if missing:
+            raise errors.BadRequestError(
+                f"No tarball for service(s) {', '.join(missing)}.",
+                agent_action="Send one part per service named after it: -F web=@web.tar.gz.",
+            )
+        extra = [n for n in tarballs if n not in manifest.names]
+        if extra:
+            raise errors.BadRequestError(
+                f"Form part(s) {', '.join(extra)} match no service in instant.yaml.",
+                agent_action="Name each tarball part after a service of the manifest.",
+            )
+        for service in manifest.names:
+            inspect(tarballs[service], caller.tier.deploys.tarball_bytes)
+        now = int(self._clock())
+        slug = _slug(name)
+        counted = not caller.anonymous and caller.tier.deploys.apps > 0
+        ttl_hours = caller.tier.deploys.stack_ttl_hours if not counted else None
+        states = tuple(
+            ServiceState(
+                name=s.name,
+                slug=f"{slug}-{s.name}",
+                port=s.port,
+                expose=s.expose,
+                revision=1,
+                context_key=_context_key(slug, s.name),
+                status=DeployStatus.BUILDING,
+                env_names=tuple(sorted(s.env)),
+            )
+            for s in manifest.services
+        )
+        stack = Stack(
+            slug=slug,
+            owner=caller.owner,
+            name=name,
+            anonymous=caller.anonymous,
+            counted=counted,
+            tier=caller.tier.name,
+            services=states,
+            status=DeployStatus.BUILDING,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + ttl_hours * 3600 if ttl_hours else None,
+            env=StackEnv({s.name: dict(s.env) for s in manifest.services}, {}),
+        )
+        for state in states:
+            self._contexts.put(self._bucket(), state.context_key, tarballs[state.name])
+        if not self._store.create(stack, caller.tier.deploys.apps):
+            raise errors.ResourceLimitReachedError(
+                f"The {caller.tier.name} tier runs {caller.tier.deploys.apps} app(s) at a time "
+                "(a stack counts as one).",
+                agent_action="Tell the user to delete an app or stack, or upgrade the team.",
+            )
+        self._start_all(stack)
+        return {"ok": True, **self._view(stack, full=False)}
+
+    # -- reads ------------------------------------------------------------------------------
+    def get(self, owner: str | None, slug: str) -> dict[str, Any]:
+        return {"ok": True, **self._view(self._refreshed(self._readable(owner, slug)))}
+
+    def logs(self, owner: str | None, slug: str, svc: str, since: int) -> tuple[str, list[str]]:
+        stack = self._refreshed(self._readable(owner, slug))
+        state = stack.service(svc)
+        if state is None:
+            raise errors.NotFoundError(
+                f"Stack {slug} has no service '{svc}'.",
+                agent_action=f"Pick one of: {', '.join(s.name for s in stack.services)}.",
+            )
+        return state.status.value, self._backend().logs(state.slug, state.revision, since)
+
+    # -- changes (team stacks only) ---------------------------------------------------------
+    def set_env(self, owner: str | None, slug: str, changes: Any) -> dict[str, Any]:
+        stack = self._mutable(owner, slug)
+        if not isinstance(changes, dict):
+            raise errors.BadRequestError("'env_vars' must be an object of strings.")
+        changes = valid_env(changes, allow_empty=True)
+        names = {s.name for s in stack.services}
+        for key, value in changes.items():
+            for ref in SERVICE_REF.findall(value):
+                if ref not in names:
+                    raise errors.BadRequestError(f"{key} names service://{ref}, not in the stack.")
+        merged = {k: v for k, v in {**stack.env.stack, **changes}.items() if v}
+        valid_env(merged)  # the 64 KiB cap after the merge
+        envs = (merged, *stack.env.services.values())
+        total = sum(len(k) + len(v) for env in envs for k, v in env.items())
+        if total > ENV_MAX_BYTES:
+            raise errors.BadRequestError(f"The stack's env is {total} bytes; the cap is 64 KiB.")
+        updated = replace(
+            stack, env=replace(stack.env, stack=merged), updated_at=int(self._clock())
+        )
+        if not self._store.save(updated, stack):
+            raise _changed()
+        return {
+            "ok": True,
+            "slug": slug,
+            "env_vars": sorted(merged),
+            "note": f"Applied by the next POST /stacks/{slug}/redeploy.",
+        }
+
+    def redeploy(self, owner: str | None, slug: str) -> dict[str, Any]:
+        stack = self._mutable(owner, slug)
+        services = tuple(
+            replace(s, revision=s.revision + 1, status=DeployStatus.BUILDING, error_message=None)
+            for s in stack.services
+        )
+        updated = replace(
+            stack, services=services, status=DeployStatus.BUILDING, updated_at=int(self._clock())
+        )
+        if not self._store.save(updated, stack):
+            raise _changed()
+        self._start_all(updated)
+        return {"ok": True, **self._view(updated, full=False), "redeployed": True}
+
+    # -- expiry -----------------------------------------------------------------------------
+    def expire(self, stack: Stack, now: int) -> bool:
+        """The reaper's removal of a stack whose TTL ran out: every service leaves the backend."""
+        for state in stack.services:
+            self._backend().remove(state.slug)
+        done = self._store.retire(stack, DeployStatus.EXPIRED, now)
+        log.info("expired stack %s (%d services)", stack.slug, len(stack.services))
+        return done
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _start_all(self, stack: Stack) -> None:
+        backend = self._backend()
+        limits = get_tier(stack.tier).deploys
+        internal = {s.name: backend.internal_url_of(s.slug) for s in stack.services}
+        for state in stack.services:
+            env = {**stack.env.services.get(state.name, {}), **stack.env.stack}
+            env = {k: SERVICE_REF.sub(lambda m: internal[m.group(1)], v) for k, v in env.items()}
+            backend.start(
+                BuildSpec(
+                    app_id=f"stack_{stack.slug}_{state.name}",
+                    slug=state.slug,
+                    revision=state.revision,
+                    bucket=self._bucket(),
+                    context_key=state.context_key,
+                    port=state.port,
+                    limits=PodLimits(limits.cpu_millis, limits.memory_mb),
+                    env=env,
+                )
+            )
+
+    def _refreshed(self, stack: Stack) -> Stack:
+        if stack.status.terminal and stack.status is not DeployStatus.FAILED:
+            return stack
+        backend = self._backend()
+        services = []
+        for state in stack.services:
+            if state.status.terminal:
+                services.append(state)
+                continue
+            observed = backend.observe(state.slug, state.revision)
+            error = observed.error_message or (
+                observed.events[-1].message if observed.events else None
+            )
+            failed = observed.status is DeployStatus.FAILED
+            services.append(
+                replace(state, status=observed.status, error_message=error if failed else None)
+            )
+        fresh = replace(stack, services=tuple(services), status=_overall(services))
+        if fresh.services == stack.services:
+            return stack
+        fresh = replace(fresh, updated_at=int(self._clock()))
+        return (
+            replace(fresh, version=stack.version + 1) if self._store.save(fresh, stack) else stack
+        )
+
+    def _view(self, stack: Stack, full: bool = True) -> dict[str, Any]:
+        backend = self._backend()
+        exposed = [s for s in stack.services if s.expose]
+        services = []
+        for s in stack.services:
+            item: dict[str, Any] = {
+                "name": s.name,
+                "url": backend.url_of(s.slug) if s.expose else None,
+                "status": s.status.value,
+            }
+            if full:
+                item |= {
+                    "internal_url": backend.internal_url_of(s.slug),
+                    "port": s.port,
+                    "expose": s.expose,
+                    "revision": s.revision,
+                    "error_message": s.error_message,
+                }
+            services.append(item)
+        failed = next((s for s in stack.services if s.status is DeployStatus.FAILED), None)
+        view: dict[str, Any] = {
+            "slug": stack.slug,
+            "name": stack.name,
+            "stack_url": backend.url_of(exposed[0].slug) if exposed else None,
+            "status": stack.status.value,
+            "error_message": (f"{failed.name}: {failed.error_message}" if failed else None),
+            "services": services,
+            "anonymous": stack.anonymous,
+            "expires_at": iso(stack.expires_at),
+        }
+        if full:
+            view |= {
+                "manifest": {
+                    "services": {
+                        s.name: {"port": s.port, "expose": s.expose, "env": list(s.env_names)}
+                        for s in stack.services
+                    }
+                },
+                "env_vars": sorted(stack.env.stack),  # names only: values are secrets
+                "created_at": iso(stack.created_at),
+                "updated_at": iso(stack.updated_at),
+            }
+        return view
+
+    def _readable(self, owner: str | None, slug: str) -> Stack:
+        stack = self._store.get(slug) if _SLUG.fullmatch(slug) else None
+        visible = stack is not None and (stack.anonymous or stack.owner == owner)
+        if stack is None or not visible or stack.status in (DeployStatus.EXPIRED,):
+            raise errors.NotFoundError(
+                f"No stack {slug} here.",
+                agent_action="Check the slug; a team's stack needs that team's credential.",
+            )
+        return stack
+
+    def _mutable(self, owner: str | None, slug: str) -> Stack:
+        stack = self._readable(owner, slug)
+        if stack.anonymous:
+            raise StackImmutableError(
+                "Anonymous stacks cannot be changed after they are created.",
+                agent_action="Claim the resources (or sign in) and create the stack again as "
+                "a team, then change its env and redeploy.",
+            )
+        return stack
+
+    def _bucket(self) -> str:
+        return self._settings.deploy.bucket
+
+
+def _overall(services: list[ServiceState]) -> DeployStatus:
+    statuses = {s.status for s in services}
+    for status in (DeployStatus.FAILED, DeployStatus.BUILDING, DeployStatus.DEPLOYING):
+        if status in statuses:
+            return status
+    return DeployStatus.HEALTHY if statuses == {DeployStatus.HEALTHY} else next(iter(statuses))
+
+
+def _changed() -> errors.ApiError:
+    return errors.IdempotencyInProgressError(
+        "The stack changed meanwhile; retry.", headers={"Retry-After": "1"}
+    )
+
+
+_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,30}")
+
+
+def _slug(name: str) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:20].strip("-") or "stack"
+    return f"{base}-{secrets.token_hex(3)}"
+
+
+def _context_key(slug: str, service: str) -> str:
+    return f"stacks/{slug}/{service}.tar.gz"

@@ -1,0 +1,155 @@
+"""Multi-service stacks (manifest format and rules: chalicelib/deploy/stacks.py):
+``POST /stacks/new`` (multipart: ``instant.yaml``, ``name``, one tarball per service),
+``GET /api/v1/stacks/{slug}``, ``PATCH /stacks/{slug}/env``, ``POST /stacks/{slug}/redeploy``
+and ``GET /stacks/{slug}/logs/{svc}`` (plain text, or SSE with ``Accept: text/event-stream``).
+
+Creating needs no credential: without one (or with an anonymous resource's upgrade_jwt) the
+stack is the network's, anonymous and short-lived. A session or API key (scope write for
+changes), or a team resource's upgrade_jwt, makes it the team's.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from chalice.app import Blueprint, Request, Response
+
+from chalicelib import errors
+from chalicelib.deploy.stacks import StackCaller, parse_manifest
+from chalicelib.deps import get_stacks
+from chalicelib.routes import requests
+from chalicelib.routes.deploy import MULTIPART_MAX_BYTES
+
+bp = Blueprint(__name__)
+
+MANIFEST_FIELDS = ("instant.yaml", "manifest")
+_NAME = re.compile(rb'name="([^"]*)"')
+
+
+def _creator(request: Request) -> StackCaller:
+    """Who creates: the team of a credential or upgrade_jwt, else the anonymous network."""
+    from chalicelib.accounts import Scope
+    from chalicelib.deps import get_accounts, get_authenticator
+    from chalicelib.routes.deploy import _caller_by_upgrade_jwt
+    from chalicelib.tiers import get_tier
+
+    principal = get_authenticator().optional(request.headers)
+    if principal is not None:
+        if not principal.scope.covers(Scope.WRITE):
+            raise errors.ForbiddenError("Stacks need an API key with the 'write' scope.")
+        team = get_accounts().team(principal.team_id)
+        if team is None:
+            raise errors.UnauthorizedError("This credential's team no longer exists.")
+        return StackCaller(principal.owner, get_tier(team.tier), anonymous=False)
+    anonymous = StackCaller(requests.caller(request).owner, get_tier("anonymous"), True)
+    if not request.headers.get("authorization"):
+        return anonymous
+    by_jwt = _caller_by_upgrade_jwt(request)  # a bad token is a 401
+    if by_jwt.owner.startswith("team:"):
+        return StackCaller(by_jwt.owner, by_jwt.tier, anonymous=False)
+    return anonymous
+
+
+def _owner(request: Request, write: bool = False) -> str | None:
+    """The team a credential names (None without one): reads of team stacks, and changes."""
+    from chalicelib.accounts import Scope
+    from chalicelib.deps import get_authenticator
+
+    principal = get_authenticator().optional(request.headers)
+    if principal is None:
+        return None
+    if write and not principal.scope.covers(Scope.WRITE):
+        raise errors.ForbiddenError("Changing a stack needs an API key with the 'write' scope.")
+    return principal.owner
+
+
+def _parts(request: Request) -> list[tuple[str, bytes]]:
+    from requests_toolbelt.multipart.decoder import (
+        ImproperBodyPartContentException,
+        MultipartDecoder,
+        NonMultipartContentTypeException,
+    )
+
+    raw = request.raw_body or b""
+    if len(raw) > MULTIPART_MAX_BYTES:
+        raise errors.TarballTooLargeError(
+            f"A stack's multipart body is capped at {MULTIPART_MAX_BYTES // 1_000_000} MB here "
+            "(all tarballs together).",
+            agent_action="Slim the tarballs (leave out node_modules, .git, build outputs).",
+        )
+    try:
+        decoded = MultipartDecoder(raw, request.headers.get("content-type", "")).parts
+    except (ImproperBodyPartContentException, NonMultipartContentTypeException, ValueError) as exc:
+        raise errors.BadRequestError(
+            "The body is not a multipart form.",
+            agent_action="Send -F instant.yaml=@instant.yaml -F name=my-stack "
+            "-F web=@web.tar.gz ... (multipart/form-data).",
+        ) from exc
+    parts = []
+    for part in decoded:
+        found = _NAME.search(part.headers.get(b"Content-Disposition", b""))
+        if found is None:
+            raise errors.BadRequestError("Every form part needs a name.")
+        parts.append((found.group(1).decode("utf-8", "replace"), part.content))
+    return parts
+
+
+@bp.route("/stacks/new", methods=["POST"], content_types=["*/*"])
+def stacks_new() -> Response:
+    request = bp.current_request
+    caller = _creator(request)
+    parts = _parts(request)
+    names = [n for n, _ in parts]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise errors.BadRequestError(f"Form part(s) sent twice: {', '.join(dupes)}.")
+    form = dict(parts)
+    name = requests.resource_name(form.pop("name", b"").decode("utf-8", "replace").strip())
+    manifests = [form.pop(f) for f in MANIFEST_FIELDS if f in form]
+    if len(manifests) != 1:
+        raise errors.BadRequestError(
+            "Send the manifest once, as the 'instant.yaml' part.",
+            agent_action="Add -F instant.yaml=@instant.yaml (see GET /llms.txt, Stacks).",
+        )
+    result = get_stacks().create(caller, name, parse_manifest(manifests[0]), form)
+    return Response(result, status_code=202)
+
+
+@bp.route("/api/v1/stacks/{slug}", methods=["GET"])
+def get_stack(slug: str) -> dict[str, Any]:
+    return get_stacks().get(_owner(bp.current_request), slug)
+
+
+@bp.route("/stacks/{slug}/env", methods=["PATCH"], content_types=["*/*"])
+def patch_stack_env(slug: str) -> dict[str, Any]:
+    request = bp.current_request
+    body = requests.json_object(request)
+    return get_stacks().set_env(_owner(request, write=True), slug, body.get("env_vars"))
+
+
+@bp.route("/stacks/{slug}/redeploy", methods=["POST"], content_types=["*/*"])
+def redeploy_stack(slug: str) -> Response:
+    body = get_stacks().redeploy(_owner(bp.current_request, write=True), slug)
+    return Response(body, status_code=202)
+
+
+@bp.route("/stacks/{slug}/logs/{svc}", methods=["GET"])
+def stack_logs(slug: str, svc: str) -> Response:
+    """The service's build log then app log: plain text, or server-sent events (one ``data:``
+    line per log line, ``id`` = its line number; ``Last-Event-ID`` resumes) when the client
+    accepts ``text/event-stream``."""
+    request = bp.current_request
+    sse = "text/event-stream" in request.headers.get("accept", "")
+    last = request.headers.get("last-event-id", "")
+    since = int(last) + 1 if sse and last.isdecimal() else 0
+    status, lines = get_stacks().logs(_owner(request), slug, svc, since)
+    if not sse:
+        text = "".join(f"{line}\n" for line in lines)
+        return Response(text, headers={"Content-Type": "text/plain; charset=utf-8"})
+    events = [f"id: {since + i}\ndata: {line}\n\n" for i, line in enumerate(lines)]
+    events.append(f"event: status\ndata: {status}\nretry: 2000\n\n")
+    return Response(
+        "".join(events),
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"},
+    )
