@@ -239,6 +239,7 @@ STACK_PATHS: dict[str, Any] = {
     "/api/v1/stacks/{slug}": {
         "parameters": _SLUG,
         "get": _op("A stack: manifest, per-service status and URLs, env names", (404,)),
+        "delete": _op("Delete a stack at once (its team, or the network that made it)", (404,)),
     },
     "/stacks/{slug}/env": {
         "parameters": _SLUG,

@@ -294,13 +294,33 @@ class StackService:
         self._start_all(updated)
         return {"ok": True, **self._view(updated, full=False), "redeployed": True}
 
-    # -- expiry -----------------------------------------------------------------------------
+    # -- deletion and expiry ----------------------------------------------------------------
+    def delete(self, owner: str, slug: str) -> dict[str, Any]:
+        """Remove a stack at once: its team (or, for an anonymous stack, the network that made
+        it) only. Every service leaves the backend and a counted stack frees its slot."""
+        stack = self._store.get(slug) if _SLUG.fullmatch(slug) else None
+        if (
+            stack is None
+            or stack.owner != owner
+            or stack.status.terminal
+            and (stack.status is not DeployStatus.FAILED)
+        ):
+            raise errors.NotFoundError(
+                f"No stack {slug} of yours here.",
+                agent_action="Delete with the credential (or from the network) that made it.",
+            )
+        self._remove(stack, DeployStatus.DELETED, int(self._clock()))
+        return {"ok": True, "slug": slug, "deletion_status": "deleted"}
+
     def expire(self, stack: Stack, now: int) -> bool:
         """The reaper's removal of a stack whose TTL ran out: every service leaves the backend."""
+        return self._remove(stack, DeployStatus.EXPIRED, now)
+
+    def _remove(self, stack: Stack, status: DeployStatus, now: int) -> bool:
         for state in stack.services:
             self._backend().remove(state.slug)
-        done = self._store.retire(stack, DeployStatus.EXPIRED, now)
-        log.info("expired stack %s (%d services)", stack.slug, len(stack.services))
+        done = self._store.retire(stack, status, now)
+        log.info("%s stack %s (%d services)", status.value, stack.slug, len(stack.services))
         return done
 
     # -- helpers ----------------------------------------------------------------------------

@@ -153,3 +153,11 @@ def stack_logs(slug: str, svc: str) -> Response:
         "".join(events),
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"},
     )
+
+
+@bp.route("/api/v1/stacks/{slug}", methods=["DELETE"])
+def delete_stack(slug: str) -> dict[str, Any]:
+    """Delete at once (a team's stack with its credential; an anonymous one from its network)."""
+    request = bp.current_request
+    owner = _owner(request, write=True) or requests.caller(request).owner
+    return get_stacks().delete(owner, slug)

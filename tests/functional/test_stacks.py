@@ -19,6 +19,7 @@ from chalicelib import deps
 from chalicelib.deploy.local import podman
 from chalicelib.jobs.deploys import reap_stacks
 from devstack.stack import Stack
+from tests.conftest import fresh_ip
 from tests.functional import test_deploys
 from tests.functional.accounts_fixtures import Reply, call, sign_in
 from tests.functional.test_deploys import BASE, DEADLINE_SECONDS, context, get_app, site
@@ -48,13 +49,14 @@ def new_stack(
     tarballs: dict[str, bytes],
     token: str | None = None,
     name: str = "my stack",
+    ip: str | None = None,
 ) -> Reply:
     fields: list[tuple[str, Any]] = [("name", name)]
     fields.append(("instant.yaml", ("instant.yaml", manifest, "application/yaml")))
     fields += [(svc, (f"{svc}.tar.gz", data, "application/gzip")) for svc, data in tarballs.items()]
     form = MultipartEncoder(fields=fields)
     headers = {"Content_Type": form.content_type}
-    return call(client, "POST", "/stacks/new", form.to_string(), bearer=token, **headers)
+    return call(client, "POST", "/stacks/new", form.to_string(), bearer=token, ip=ip, **headers)
 
 
 def wait_stack(client: Client, slug: str, token: str | None, *statuses: str) -> dict[str, Any]:
@@ -283,3 +285,27 @@ def test_expiry_job_removes_an_expired_stacks_containers(client: Client, stacks:
     assert call(client, "GET", f"/api/v1/stacks/{slug}").error == (404, "not_found")
     expired = service.store.get(slug)
     assert expired is not None and expired.status.value == "expired"
+
+
+def test_delete_team_stack_frees_its_slot_and_containers(
+    client: Client, stack: Stack, hobby: str, stacks: list[str]
+) -> None:
+    slug = new_stack(client, "services: {web: {}}", {"web": site("x")}, hobby).body["slug"]
+    stacks.append(slug)
+    other = sign_in(client, stack)
+    assert call(client, "DELETE", f"/api/v1/stacks/{slug}", bearer=other).error == (
+        404,
+        "not_found",
+    )
+    gone = call(client, "DELETE", f"/api/v1/stacks/{slug}", bearer=hobby)
+    assert gone.body == {"ok": True, "slug": slug, "deletion_status": "deleted"}
+    assert containers_of(slug) == []
+    assert new_stack(client, "services: {a: {}}", {"a": site("a")}, hobby).status == 202
+
+
+def test_delete_anonymous_stack_only_from_its_network(client: Client, stacks: list[str]) -> None:
+    ip = fresh_ip()
+    made = new_stack(client, "services: {web: {}}", {"web": site("x")}, ip=ip).body["slug"]
+    stacks.append(made)
+    assert call(client, "DELETE", f"/api/v1/stacks/{made}").error == (404, "not_found")
+    assert call(client, "DELETE", f"/api/v1/stacks/{made}", ip=ip).status == 200
