@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice.app import Blueprint, Request, Response
 
 from chalicelib import errors
-from chalicelib.deploy.service import Caller, DeployRequest
 from chalicelib.deps import get_deploys
 from chalicelib.routes import requests
+
+if TYPE_CHECKING:  # the deploy modules load on the first deploy request, not at cold start
+    from chalicelib.deploy.service import Caller, DeployRequest
 
 bp = Blueprint(__name__)
 
@@ -51,6 +53,7 @@ def _caller(request: Request) -> Caller:
 
 def _caller_by_upgrade_jwt(request: Request) -> Caller:
     from chalicelib.config import get_settings
+    from chalicelib.deploy.service import Caller
     from chalicelib.deps import get_accounts, get_dynamo
     from chalicelib.store import ResourceStore
     from chalicelib.tiers import get_tier
@@ -107,6 +110,8 @@ def _form(request: Request) -> dict[str, bytes]:
 
 
 def _request(form: dict[str, Any]) -> DeployRequest:
+    from chalicelib.deploy.service import DeployRequest
+
     name = requests.resource_name(_text(form.get("name")) or None)
     port_text = _text(form.get("port")) or "8080"
     if not port_text.isdecimal() or not 1 <= int(port_text) <= 65535:

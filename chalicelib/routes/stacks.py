@@ -11,15 +11,17 @@ changes), or a team resource's upgrade_jwt, makes it the team's.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice.app import Blueprint, Request, Response
 
 from chalicelib import errors
-from chalicelib.deploy.stacks import StackCaller, parse_manifest
 from chalicelib.deps import get_stacks
 from chalicelib.routes import requests
 from chalicelib.routes.deploy import MULTIPART_MAX_BYTES
+
+if TYPE_CHECKING:  # the stack modules (and PyYAML) load on the first stack request
+    from chalicelib.deploy.stacks import StackCaller
 
 bp = Blueprint(__name__)
 
@@ -30,6 +32,7 @@ _NAME = re.compile(rb'name="([^"]*)"')
 def _creator(request: Request) -> StackCaller:
     """Who creates: the team of a credential or upgrade_jwt, else the anonymous network."""
     from chalicelib.accounts import Scope
+    from chalicelib.deploy.stacks import StackCaller
     from chalicelib.deps import get_accounts, get_authenticator
     from chalicelib.routes.deploy import _caller_by_upgrade_jwt
     from chalicelib.tiers import get_tier
@@ -97,6 +100,8 @@ def _parts(request: Request) -> list[tuple[str, bytes]]:
 
 @bp.route("/stacks/new", methods=["POST"], content_types=["*/*"])
 def stacks_new() -> Response:
+    from chalicelib.deploy.stacks import parse_manifest
+
     request = bp.current_request
     caller = _creator(request)
     parts = _parts(request)
