@@ -54,6 +54,14 @@ def reap_deploys(event: object) -> dict[str, int]:
     return run_deploy_reaper().as_json()
 
 
+@app.schedule(Rate(1, unit=Rate.MINUTES))
+def poll_deploys(event: object) -> dict[str, int]:
+    """Advance builds and rollouts nobody polls (building -> deploying -> healthy or failed)."""
+    from chalicelib.jobs.deploys import run_deploy_poller
+
+    return run_deploy_poller()
+
+
 @app.schedule(Rate(5, unit=Rate.MINUTES))
 def deliver_mail(event: object) -> dict[str, int]:
     """Retry outbox messages the mail server did not accept at once (sign-in links)."""

@@ -88,11 +88,14 @@ def table_specs(prefix: str) -> list[dict[str, Any]]:
                 _attr("created_at", "N"),
                 _attr("expiry_shard"),
                 _attr("expires_at", "N"),
+                _attr("progress_shard"),
+                _attr("updated_at", "N"),
             ],
             "GlobalSecondaryIndexes": [
                 _index("by_owner", "owner", "created_at"),
                 _index("by_name", "owner_name", "created_at"),
                 _index("by_expiry", "expiry_shard", "expires_at"),
+                _index("by_progress", "progress_shard", "updated_at"),
             ],
         },
         {

@@ -251,6 +251,10 @@ class DeployService:
         app = self._owned(owner, app_id)
         return app, self._backend().logs(app.slug, app.revision, since_line)
 
+    def refresh(self, app: Deployment) -> Deployment:
+        """The app with the status its backend reports now (recorded when it changed)."""
+        return self._refreshed(app)
+
     def _refreshed(self, app: Deployment) -> Deployment:
         if app.status.terminal:
             return app

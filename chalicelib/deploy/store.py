@@ -160,6 +160,13 @@ class DeploymentStore:
         items = self._db.query(self._table, "by_owner", "#o = :o", {":o": owner}, {"#o": "owner"})
         return sorted(map(self._from_item, items), key=lambda d: -d.created_at)
 
+    def in_progress(self, shard: int) -> Iterator[Deployment]:
+        """Apps of one shard still building or deploying (the sparse ``by_progress`` index)."""
+        items = self._db.query(
+            self._table, "by_progress", "progress_shard = :s", {":s": str(shard)}
+        )
+        return (self._from_item(i) for i in items)
+
     def due(self, shard: int, now: int) -> Iterator[Deployment]:
         items = self._db.query(
             self._table,
@@ -190,6 +197,8 @@ class DeploymentStore:
         if d.expires_at is not None and d.status not in _RETIRED:
             item["expires_at"] = d.expires_at
             item["expiry_shard"] = str(zlib.crc32(d.id.encode()) % self._shards)
+        if d.status in _IN_PROGRESS:
+            item["progress_shard"] = str(zlib.crc32(d.id.encode()) % self._shards)
         if d.error_message:
             item["error_message"] = d.error_message
         if d.deletion_token_hash and d.deletion_expires_at:
@@ -225,3 +234,4 @@ class DeploymentStore:
 
 
 _RETIRED = (DeployStatus.DELETED, DeployStatus.EXPIRED)
+_IN_PROGRESS = (DeployStatus.BUILDING, DeployStatus.DEPLOYING)

@@ -1,7 +1,8 @@
 """Deploy expiry: apps whose TTL ran out (``auto_24h``) are removed from their backend and marked
 expired, freeing the team's slot. Due apps come from the sparse ``by_expiry`` index, shard by
 shard; a record changed meanwhile (a redeploy, a deletion) is skipped by its condition.
-Stacks whose TTL ran out (anonymous ones: 6h) go the same way, every service of them."""
+Stacks whose TTL ran out (anonymous ones: 6h) go the same way, every service of them.
+The poller advances apps still building or deploying to what their backend reports."""
 
 from __future__ import annotations
 
@@ -74,6 +75,30 @@ def reap_stacks(
     report = DeployReapReport(**counts)
     log.info("stack reaper: %s", report)
     return report
+
+
+def poll_deploys(store: DeploymentStore, service: DeployService, shards: int) -> dict[str, int]:
+    """Advance every app still building or deploying (from the sparse ``by_progress`` index)
+    to what its backend reports, so status moves on even when nobody polls the API."""
+    counts = {"polled": 0, "changed": 0, "failed": 0}
+    for shard in range(shards):
+        for app in store.in_progress(shard):
+            counts["polled"] += 1
+            try:
+                counts["changed"] += service.refresh(app).status is not app.status
+            except Exception:
+                log.exception("could not poll %s; retried next run", app.id)
+                counts["failed"] += 1
+    log.info("deploy poller: %s", counts)
+    return counts
+
+
+def run_deploy_poller() -> dict[str, int]:
+    from chalicelib.config import get_settings
+    from chalicelib.deps import get_deploys
+
+    service = get_deploys()
+    return poll_deploys(service.store, service, get_settings().expiry_shards)
 
 
 def run_deploy_reaper() -> DeployReapReport:

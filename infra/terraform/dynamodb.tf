@@ -218,8 +218,9 @@ resource "aws_dynamodb_table" "accounts" {
   }
 }
 
-# Container deploys and stacks: GSI by_owner lists a team's, by_name finds the app a
-# `redeploy=true` names (owner_name = "<owner>#<name>"), sparse by_expiry feeds the reaper.
+# Container deploys: GSI by_owner lists a team's, by_name finds the app a `redeploy=true` names
+# (owner_name = "<owner>#<name>"), sparse by_expiry feeds the reaper, sparse by_progress holds
+# the apps still building or deploying (the poller advances them).
 resource "aws_dynamodb_table" "deployments" {
   name         = "${local.prefix}-deployments"
   billing_mode = "PAY_PER_REQUEST"
@@ -273,6 +274,23 @@ resource "aws_dynamodb_table" "deployments" {
     name            = "by_expiry"
     hash_key        = "expiry_shard"
     range_key       = "expires_at"
+    projection_type = "ALL"
+  }
+
+  attribute {
+    name = "progress_shard"
+    type = "S"
+  }
+
+  attribute {
+    name = "updated_at"
+    type = "N"
+  }
+
+  global_secondary_index {
+    name            = "by_progress"
+    hash_key        = "progress_shard"
+    range_key       = "updated_at"
     projection_type = "ALL"
   }
 

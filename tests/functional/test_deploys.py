@@ -20,7 +20,7 @@ from chalice.test import Client
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 
 from chalicelib import deps
-from chalicelib.jobs.deploys import reap_deploys
+from chalicelib.jobs.deploys import poll_deploys, reap_deploys
 from devstack.stack import Stack
 from tests.functional.accounts_fixtures import Reply, call, made, sign_in
 
@@ -262,3 +262,15 @@ def test_custom_ttl_needs_sensible_hours(client: Client, hobby: str, hours: str 
 def test_multipart_over_the_request_cap_names_the_upload_path(client: Client, hobby: str) -> None:
     reply = deploy(client, hobby, os.urandom(4_500_000))
     assert reply.error == (413, "tarball_too_large") and "upload-url" in reply.body["agent_action"]
+
+
+def test_poller_advances_an_app_nobody_polls(client: Client, hobby: str) -> None:
+    app_id = deploy(client, hobby, site("polled"), name="unwatched").body["id"]
+    service = deps.get_deploys()
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while (app := service.store.get(app_id)) is not None and app.status.value != "healthy":
+        assert time.monotonic() < deadline, app
+        poll_deploys(service.store, service, deps.get_settings().expiry_shards)
+        time.sleep(0.5)
+    polled = poll_deploys(service.store, service, deps.get_settings().expiry_shards)
+    assert polled["polled"] == 0  # healthy apps leave the by_progress index
