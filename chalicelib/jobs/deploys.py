@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
+from typing import TypeVar
 
 from chalicelib.deploy.service import DeployService
 from chalicelib.deploy.stack_store import StackStore
@@ -17,6 +18,7 @@ from chalicelib.deploy.stacks import StackService
 from chalicelib.deploy.store import DeploymentStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -39,17 +41,13 @@ def reap_deploys(
     clock: Callable[[], float] = time.time,
 ) -> DeployReapReport:
     now = int(clock())
-    counts = {"expired": 0, "skipped": 0, "failed": 0}
-    for shard in range(shards):
-        for app in store.due(shard, now):
-            try:
-                done = service.expire(app, now)
-            except Exception:
-                log.exception("could not expire %s; retried next run", app.id)
-                counts["failed"] += 1
-                continue
-            counts["expired" if done else "skipped"] += 1
-    report = DeployReapReport(**counts)
+    expired, skipped, failed = _expire_due(
+        (app for shard in range(shards) for app in store.due(shard, now)),
+        service.expire,
+        now,
+        lambda app: app.id,
+    )
+    report = DeployReapReport(expired=expired, skipped=skipped, failed=failed)
     log.info("deploy reaper: %s", report)
     return report
 
@@ -62,19 +60,30 @@ def reap_stacks(
 ) -> DeployReapReport:
     """Remove every service of each stack whose TTL ran out, and mark it expired."""
     now = int(clock())
-    counts = {"stacks_expired": 0, "stacks_skipped": 0, "stacks_failed": 0}
-    for shard in range(shards):
-        for stack in store.due(shard, now):
-            try:
-                done = service.expire(stack, now)
-            except Exception:
-                log.exception("could not expire stack %s; retried next run", stack.slug)
-                counts["stacks_failed"] += 1
-                continue
-            counts["stacks_expired" if done else "stacks_skipped"] += 1
-    report = DeployReapReport(**counts)
+    expired, skipped, failed = _expire_due(
+        (stack for shard in range(shards) for stack in store.due(shard, now)),
+        service.expire,
+        now,
+        lambda stack: stack.slug,
+    )
+    report = DeployReapReport(stacks_expired=expired, stacks_skipped=skipped, stacks_failed=failed)
     log.info("stack reaper: %s", report)
     return report
+
+
+def _expire_due(
+    due: Iterable[T], expire: Callable[[T, int], bool], now: int, name: Callable[[T], str]
+) -> tuple[int, int, int]:
+    """Expire each due item (an app or a stack): how many expired, were skipped (changed
+    meanwhile), failed (logged; the next run retries them)."""
+    counts = [0, 0, 0]
+    for item in due:
+        try:
+            counts[0 if expire(item, now) else 1] += 1
+        except Exception:
+            log.exception("could not expire %s; retried next run", name(item))
+            counts[2] += 1
+    return counts[0], counts[1], counts[2]
 
 
 def poll_deploys(store: DeploymentStore, service: DeployService, shards: int) -> dict[str, int]:

@@ -32,16 +32,11 @@ FORM_FIELDS = ("tarball", "name", "port", "env", "env_vars", "redeploy", "ttl_po
 def _caller(request: Request) -> Caller:
     from chalicelib.accounts import Scope
     from chalicelib.deploy.service import Caller
-    from chalicelib.deps import get_accounts, get_authenticator
     from chalicelib.tiers import get_tier
 
-    principal = get_authenticator().optional(request.headers)
-    if principal is not None:
-        if not principal.scope.covers(Scope.WRITE):
-            raise errors.ForbiddenError("Deploys need an API key with the 'write' scope.")
-        team = get_accounts().team(principal.team_id)
-        if team is None:
-            raise errors.UnauthorizedError("This credential's team no longer exists.")
+    signed_in = requests.signed_in_team(request, Scope.WRITE, "Deploying")
+    if signed_in is not None:
+        principal, team = signed_in
         return Caller(
             principal.owner,
             get_tier(team.tier),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice.app import Request
 
@@ -13,6 +13,10 @@ from chalicelib.config import get_settings
 from chalicelib.fingerprint import caller_of
 from chalicelib.idempotency import MAX_KEY_LENGTH
 from chalicelib.models import Caller
+
+if TYPE_CHECKING:
+    from chalicelib.accounts import Scope, Team
+    from chalicelib.auth import Principal
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _-]{0,63}")
 NAME_RULE = "1-64 characters: a letter or digit, then letters, digits, spaces, '_' or '-'"
@@ -71,25 +75,37 @@ def idempotency_header(request: Request) -> str | None:
     return value
 
 
+def signed_in_team(request: Request, scope: Scope, what: str) -> tuple[Principal, Team] | None:
+    """The credential's principal and team; None when the request carries no session or API
+    key (an upgrade JWT is not one). 403 without ``scope`` (``what`` names the action), 401
+    when the team is gone."""
+    if not request.headers.get("authorization") and not request.headers.get("cookie"):
+        return None  # the anonymous fast path: nothing to look up
+    from chalicelib.deps import get_accounts, get_authenticator
+
+    principal = get_authenticator().optional(request.headers)
+    if principal is None:
+        return None
+    if not principal.scope.covers(scope):
+        raise errors.ForbiddenError(f"{what} needs an API key with the '{scope.value}' scope.")
+    team = get_accounts().team(principal.team_id)
+    if team is None:
+        raise errors.UnauthorizedError("This credential's team no longer exists.")
+    return principal, team
+
+
 def provisioning_caller(request: Request) -> Caller:
     """The network, and the team when a session or API key (scope write) came along: a team
     provisions on its own tier and caps; everyone else is anonymous."""
     from dataclasses import replace
 
     from chalicelib.accounts import Scope
-    from chalicelib.deps import get_accounts, get_authenticator
 
     network = caller(request)
-    if not request.headers.get("authorization") and not request.headers.get("cookie"):
-        return network  # the anonymous fast path: nothing to look up
-    principal = get_authenticator().optional(request.headers)
-    if principal is None:
+    signed_in = signed_in_team(request, Scope.WRITE, "Provisioning")
+    if signed_in is None:
         return network
-    if not principal.scope.covers(Scope.WRITE):
-        raise errors.ForbiddenError("Provisioning needs an API key with the 'write' scope.")
-    team = get_accounts().team(principal.team_id)
-    if team is None:
-        raise errors.UnauthorizedError("This credential's team no longer exists.")
+    team = signed_in[1]
     return replace(network, team_id=team.id, tier=team.tier)
 
 

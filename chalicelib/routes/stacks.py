@@ -33,17 +33,12 @@ def _creator(request: Request) -> StackCaller:
     """Who creates: the team of a credential or upgrade_jwt, else the anonymous network."""
     from chalicelib.accounts import Scope
     from chalicelib.deploy.stacks import StackCaller
-    from chalicelib.deps import get_accounts, get_authenticator
     from chalicelib.routes.deploy import _caller_by_upgrade_jwt
     from chalicelib.tiers import get_tier
 
-    principal = get_authenticator().optional(request.headers)
-    if principal is not None:
-        if not principal.scope.covers(Scope.WRITE):
-            raise errors.ForbiddenError("Stacks need an API key with the 'write' scope.")
-        team = get_accounts().team(principal.team_id)
-        if team is None:
-            raise errors.UnauthorizedError("This credential's team no longer exists.")
+    signed_in = requests.signed_in_team(request, Scope.WRITE, "Creating a stack")
+    if signed_in is not None:
+        principal, team = signed_in
         return StackCaller(principal.owner, get_tier(team.tier), anonymous=False)
     anonymous = StackCaller(requests.caller(request).owner, get_tier("anonymous"), True)
     if not request.headers.get("authorization"):
