@@ -246,7 +246,13 @@ class LocalBackend:
         if record.status in (DeployStatus.BUILDING, DeployStatus.DEPLOYING):
             if self._worker_pid(paths) is not None:
                 return Observed(record.status)
-            record = read_record(paths) or record  # it may have finished just now
+            # start() writes the record before it spawns the worker and notes its pid, all under
+            # the app's lock: look again under that lock, or a start in flight looks dead
+            with locked(self._app_dir(slug) / "lock"):
+                alive = self._worker_pid(paths) is not None
+                record = read_record(paths) or record  # it may have finished just now
+            if alive:
+                return Observed(record.status)
             if not record.status.terminal and record.status != DeployStatus.HEALTHY:
                 record = dataclasses.replace(
                     record, status=DeployStatus.FAILED, phase="worker", error="worker died"
