@@ -300,7 +300,9 @@ def test_delete_team_stack_frees_its_slot_and_containers(
     gone = call(client, "DELETE", f"/api/v1/stacks/{slug}", bearer=hobby)
     assert gone.body == {"ok": True, "slug": slug, "deletion_status": "deleted"}
     assert containers_of(slug) == []
-    assert new_stack(client, "services: {a: {}}", {"a": site("a")}, hobby).status == 202
+    again = new_stack(client, "services: {a: {}}", {"a": site("a")}, hobby)
+    assert again.status == 202  # the slot is free again
+    stacks.append(again.body["slug"])
 
 
 def test_delete_anonymous_stack_only_from_its_network(client: Client, stacks: list[str]) -> None:
