@@ -46,6 +46,7 @@ def main(argv: list[str]) -> int:
         print(f"stack '{stack.profile.name}' up; started: {[s.name for s in started] or 'nothing'}")
     elif args.command == "down":
         stack.stop_api()
+        stack.remove_apps()
         stack.down()
     elif args.command == "env":
         for key, value in stack.env().items():
@@ -71,6 +72,8 @@ def _serve(stack: Stack, port: int, start_stack: bool) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     started = stack.up() if start_stack else []
+    if stack.moto in started:
+        stack.remove_apps()  # left by a run that did not stop cleanly: a new moto has no records
     stop = threading.Event()
     if start_stack:
         os.environ.update(stack.env())

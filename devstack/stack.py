@@ -170,6 +170,21 @@ class Stack:
 
         ensure_aws_resources(self.env())
 
+    def remove_apps(self) -> int:
+        """Remove every app the local deploy backend runs for this profile: their records live
+        in the moto server, which does not outlive the stack, so they would be orphans."""
+        state = self.state / "deploys"
+        if not state.is_dir():
+            return 0
+        from chalicelib.config import DeploySettings
+        from chalicelib.deploy.local import LocalBackend
+
+        backend = LocalBackend(DeploySettings.from_env(self.env()), lambda bucket, key: b"")
+        slugs = [d.name for d in state.iterdir() if d.is_dir()]
+        for slug in slugs:
+            backend.remove(slug)
+        return len(slugs)
+
     def down(self, services: list[Service] | None = None) -> None:
         for service in reversed(services if services is not None else self.services):
             service.down()
