@@ -120,8 +120,16 @@ class DeployService:
         )
         self._contexts.put(self._bucket(), app.context_key, req.tarball)
         if not self._store.create(app, caller.tier.deploys.apps):
+            self._contexts.delete(self._bucket(), app.context_key)
             raise self._cap_error(caller)
-        self._start(app, caller.tier)
+        try:
+            self._start(app, caller.tier)
+        except Exception:
+            # nothing half-made: the record goes (its slot with it) and so does the context
+            log.exception("starting %s failed; removing its record", app.id)
+            self._store.retire(app, DeployStatus.DELETED, now)
+            self._contexts.delete(self._bucket(), app.context_key)
+            raise
         return {"ok": True, **app.as_json(), "redeployed": False}
 
     def redeploy(self, caller: Caller, app_id: str) -> dict[str, Any]:

@@ -134,8 +134,12 @@ def test_broken_dockerfile_fails_with_a_classified_event(client: Client, hobby: 
 
 
 def test_second_app_over_the_hobby_cap_is_refused(client: Client, hobby: str) -> None:
-    assert deploy(client, hobby, site("one"), name="one").status == 202
+    first = deploy(client, hobby, site("one"), name="one").body
     assert deploy(client, hobby, site("two"), name="two").error == (402, "resource_limit_reached")
+    bucket = deps.get_settings().deploy.bucket
+    listed = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="deploys/")
+    keys = [o["Key"] for o in listed.get("Contents", [])]
+    assert keys == [f"deploys/{first['id']}/1.tar.gz"]  # the refused one left no context
 
 
 def test_deploy_needs_a_paid_tier(client: Client, stack: Stack) -> None:
