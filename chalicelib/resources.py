@@ -20,7 +20,7 @@ from typing import Any
 
 from chalicelib import errors
 from chalicelib.config import Settings
-from chalicelib.dynamo import Dynamo
+from chalicelib.dynamo import Dynamo, TransactionCancelled
 from chalicelib.models import Kind, Resource, Status
 from chalicelib.providers.base import Provider, Rotator, Tenant
 from chalicelib.service import TOKEN_URLS, iso
@@ -78,14 +78,17 @@ class ResourceService:
         backend = self._settings.backend_of(r)
         if backend is None:
             raise errors.BackendUnavailableError(f"The server holding {r.id} is not configured.")
-        self._providers(r.kind).deprovision(backend, r.ref)
+        self._providers(r.kind).deprovision(backend, r.ref)  # idempotent: gone already is fine
         now = int(self._clock())
-        self._db.transact(
-            [
-                *self._store.retire_items(r, now, Status.DELETED),
-                *self._store.refund_items(r, r.created_at, daily=False),
-            ]
-        )
+        try:
+            self._db.transact(
+                [
+                    *self._store.retire_items(r, now, Status.DELETED),
+                    *self._store.refund_items(r, r.created_at, daily=False),
+                ]
+            )
+        except TransactionCancelled as exc:  # another delete, or the reaper, got there first
+            raise errors.NotFoundError(f"Resource {resource_id} is already gone.") from exc
         log.info("deleted %s %s", r.kind.value, r.id)
         return {"ok": True, "id": r.id, "status": Status.DELETED.value}
 

@@ -10,6 +10,7 @@ mails a 15-minute confirmation token and the app keeps its slot until the token 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -129,6 +130,8 @@ class DeployService:
             log.exception("starting %s failed; removing its record", app.id)
             self._store.retire(app, DeployStatus.DELETED, now)
             self._contexts.delete(self._bucket(), app.context_key)
+            with contextlib.suppress(Exception):  # whatever the backend made before failing
+                self._backend().remove(app.slug)
             raise
         return {"ok": True, **app.as_json(), "redeployed": False}
 
@@ -285,7 +288,7 @@ class DeployService:
         app = self._owned(caller.owner, app_id)
         now = int(self._clock())
         if skip_confirmation or not caller.email:
-            self._remove(app, DeployStatus.DELETED, now)
+            self._removed(app, now)
             return 200, {"ok": True, "id": app.id, "deletion_status": "deleted"}
         token = secrets.token_urlsafe(24)
         pending = replace(
@@ -318,7 +321,7 @@ class DeployService:
                 "The confirmation token is wrong or expired.",
                 agent_action="Run DELETE again to mail a fresh token.",
             )
-        self._remove(app, DeployStatus.DELETED, now)
+        self._removed(app, now)
         return {"ok": True, "id": app.id, "deletion_status": "deleted"}
 
     def cancel_deletion(self, owner: str, app_id: str) -> dict[str, Any]:
@@ -333,10 +336,17 @@ class DeployService:
         return self._remove(app, DeployStatus.EXPIRED, now)
 
     def _remove(self, app: Deployment, status: DeployStatus, now: int) -> bool:
+        """Retire the record (as it was read), then remove the app from its backend; False,
+        with the app untouched, when the record changed meanwhile."""
+        if not self._store.retire(app, status, now):
+            return False
         self._backend().remove(app.slug)
-        done = self._store.retire(app, status, now)
         log.info("%s %s (%s)", status.value, app.id, app.slug)
-        return done
+        return True
+
+    def _removed(self, app: Deployment, now: int) -> None:
+        if not self._remove(app, DeployStatus.DELETED, now):
+            raise _changed()
 
     # -- helpers ----------------------------------------------------------------------------
     def _owned(self, owner: str, app_id: str) -> Deployment:
@@ -387,6 +397,13 @@ class DeployService:
 
     def _bucket(self) -> str:
         return self._settings.deploy.bucket
+
+
+def _changed() -> errors.ApiError:
+    return errors.IdempotencyInProgressError(
+        "The app changed while this request ran (a build moved on, or another request); retry.",
+        headers={"Retry-After": "1"},
+    )
 
 
 def valid_env(env: Mapping[str, Any], allow_empty: bool = False) -> dict[str, str]:

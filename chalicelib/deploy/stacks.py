@@ -309,7 +309,8 @@ class StackService:
                 f"No stack {slug} of yours here.",
                 agent_action="Delete with the credential (or from the network) that made it.",
             )
-        self._remove(stack, DeployStatus.DELETED, int(self._clock()))
+        if not self._remove(stack, DeployStatus.DELETED, int(self._clock())):
+            raise _changed()
         return {"ok": True, "slug": slug, "deletion_status": "deleted"}
 
     def expire(self, stack: Stack, now: int) -> bool:
@@ -317,11 +318,14 @@ class StackService:
         return self._remove(stack, DeployStatus.EXPIRED, now)
 
     def _remove(self, stack: Stack, status: DeployStatus, now: int) -> bool:
+        """Retire the record (as it was read), then remove every service from the backend;
+        False, with the stack untouched, when the record changed meanwhile."""
+        if not self._store.retire(stack, status, now):
+            return False
         for state in stack.services:
             self._backend().remove(state.slug)
-        done = self._store.retire(stack, status, now)
         log.info("%s stack %s (%d services)", status.value, stack.slug, len(stack.services))
-        return done
+        return True
 
     # -- helpers ----------------------------------------------------------------------------
     def _start_all(self, stack: Stack) -> None:
@@ -460,4 +464,5 @@ def _slug(name: str) -> str:
 
 
 def _context_key(slug: str, service: str) -> str:
-    return f"stacks/{slug}/{service}.tar.gz"
+    """A key no other create can write (slugs are only checked free when the record is)."""
+    return f"stacks/{slug}/{service}-{secrets.token_hex(8)}.tar.gz"

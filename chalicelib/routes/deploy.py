@@ -29,12 +29,15 @@ _NAME = re.compile(rb'name="([^"]*)"')
 FORM_FIELDS = ("tarball", "name", "port", "env", "env_vars", "redeploy", "ttl_policy", "ttl_hours")
 
 
-def _caller(request: Request) -> Caller:
+def _caller(request: Request, *, by_upgrade_jwt: bool = False) -> Caller:
+    """The deploying team: a session or API key (scope write). Only creating a deploy also
+    takes the spec's ``Bearer <upgrade_jwt>``: a resource's token must not read, change or
+    delete the team's apps."""
     from chalicelib.accounts import Scope
     from chalicelib.deploy.service import Caller
     from chalicelib.tiers import get_tier
 
-    signed_in = requests.signed_in_team(request, Scope.WRITE, "Deploying")
+    signed_in = requests.signed_in_team(request, Scope.WRITE, "Changing deployments")
     if signed_in is not None:
         principal, team = signed_in
         return Caller(
@@ -43,7 +46,21 @@ def _caller(request: Request) -> Caller:
             principal.email,
             team.default_deployment_ttl_policy,
         )
-    return _caller_by_upgrade_jwt(request)
+    if by_upgrade_jwt:
+        return _caller_by_upgrade_jwt(request)
+    raise errors.UnauthorizedError(
+        "Sign in first: send a session cookie or 'Authorization: Bearer <api key>'.",
+        agent_action="Log in with the CLI device flow (POST /auth/cli) and send the api_token "
+        "it returns as 'Authorization: Bearer <api_token>'.",
+    )
+
+
+def _reader(request: Request) -> str:
+    """The team a read of its deployments is for (scope read is enough)."""
+    from chalicelib.accounts import Scope
+    from chalicelib.deps import get_authenticator
+
+    return get_authenticator().require(request.headers, Scope.READ).owner
 
 
 def _caller_by_upgrade_jwt(request: Request) -> Caller:
@@ -99,8 +116,8 @@ def _form(request: Request) -> dict[str, bytes]:
     form: dict[str, bytes] = {}
     for part in parts:
         found = _NAME.search(part.headers.get(b"Content-Disposition", b""))
-        if found and found.group(1).decode() in FORM_FIELDS:
-            form[found.group(1).decode()] = part.content
+        if found and found.group(1).decode("utf-8", "replace") in FORM_FIELDS:
+            form[found.group(1).decode("utf-8", "replace")] = part.content
     return form
 
 
@@ -115,7 +132,7 @@ def _request(form: dict[str, Any]) -> DeployRequest:
     if form.get("env_vars"):
         try:
             env = json.loads(form["env_vars"])
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, TypeError) as exc:
             raise errors.BadRequestError("'env_vars' must be a JSON object of strings.") from exc
         if not isinstance(env, dict):
             raise errors.BadRequestError("'env_vars' must be a JSON object of strings.")
@@ -146,7 +163,7 @@ def _text(value: Any) -> str:
 def deploy_new() -> Response:
     """Multipart with the tarball, or JSON naming an ``upload_key`` (POST /deploy/upload-url)."""
     request = bp.current_request
-    caller = _caller(request)
+    caller = _caller(request, by_upgrade_jwt=True)
     mimetype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if mimetype == "application/json":
         body = requests.json_object(request)
@@ -163,22 +180,22 @@ def deploy_new() -> Response:
 
 @bp.route("/deploy/upload-url", methods=["POST"], content_types=["*/*"])
 def upload_url() -> dict[str, Any]:
-    return get_deploys().upload_url(_caller(bp.current_request))
+    return get_deploys().upload_url(_caller(bp.current_request, by_upgrade_jwt=True))
 
 
 @bp.route("/api/v1/deployments", methods=["GET"])
 def list_deployments() -> dict[str, Any]:
-    return get_deploys().listing(_caller(bp.current_request).owner)
+    return get_deploys().listing(_reader(bp.current_request))
 
 
 @bp.route("/api/v1/deployments/{app_id}", methods=["GET"])
 def get_deployment(app_id: str) -> dict[str, Any]:
-    return get_deploys().get(_caller(bp.current_request).owner, app_id)
+    return get_deploys().get(_reader(bp.current_request), app_id)
 
 
 @bp.route("/api/v1/deployments/{app_id}/events", methods=["GET"])
 def deployment_events(app_id: str) -> dict[str, Any]:
-    return get_deploys().events(_caller(bp.current_request).owner, app_id)
+    return get_deploys().events(_reader(bp.current_request), app_id)
 
 
 @bp.route("/deploy/{app_id}/logs", methods=["GET"])
@@ -189,7 +206,7 @@ def deployment_logs(app_id: str) -> Response:
     request = bp.current_request
     last = request.headers.get("last-event-id", "")
     since = int(last) + 1 if last.isdecimal() else 0
-    app, lines = get_deploys().logs(_caller(request).owner, app_id, since)
+    app, lines = get_deploys().logs(_reader(request), app_id, since)
     events = [f"id: {since + i}\ndata: {line}\n\n" for i, line in enumerate(lines)]
     events.append(f"event: status\ndata: {app.status.value}\nretry: 2000\n\n")
     return Response(

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the stack modules (and PyYAML) load on the first stack requ
 bp = Blueprint(__name__)
 
 MANIFEST_FIELDS = ("instant.yaml", "manifest")
+UNCOUNTED_STACKS_PER_DAY = 3
 _NAME = re.compile(rb'name="([^"]*)"')
 
 
@@ -112,8 +113,34 @@ def stacks_new() -> Response:
             "Send the manifest once, as the 'instant.yaml' part.",
             agent_action="Add -F instant.yaml=@instant.yaml (see GET /llms.txt, Stacks).",
         )
-    result = get_stacks().create(caller, name, parse_manifest(manifests[0]), form)
+    manifest = parse_manifest(manifests[0])
+    if caller.anonymous or caller.tier.deploys.apps <= 0:
+        _take_uncounted_slot(caller.owner)
+    result = get_stacks().create(caller, name, manifest, form)
     return Response(result, status_code=202)
+
+
+def _take_uncounted_slot(owner: str) -> None:
+    """Stacks no app cap counts (anonymous, free) are limited per network or team per day."""
+    import time
+
+    from chalicelib.config import get_settings
+    from chalicelib.deps import get_dynamo
+    from chalicelib.store import ResourceStore
+
+    now = int(time.time())
+    key = f"stacks#{owner}#{now // 86400}"
+    if not ResourceStore(get_dynamo(), get_settings()).take_slot(
+        key, UNCOUNTED_STACKS_PER_DAY, now + 2 * 86400
+    ):
+        wait = 86400 - now % 86400
+        raise errors.RateLimitedError(
+            f"{UNCOUNTED_STACKS_PER_DAY} stacks a day without a paid tier; this one is over.",
+            agent_action="Tell the user to claim and upgrade to run more stacks, or retry after "
+            "midnight UTC.",
+            headers={"Retry-After": str(wait)},
+            retry_after_seconds=wait,
+        )
 
 
 @bp.route("/api/v1/stacks/{slug}", methods=["GET"])

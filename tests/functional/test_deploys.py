@@ -22,7 +22,7 @@ from requests_toolbelt.multipart.encoder import MultipartEncoder
 from chalicelib import deps
 from chalicelib.jobs.deploys import poll_deploys, reap_deploys
 from devstack.stack import Stack
-from tests.functional.accounts_fixtures import Reply, call, made, sign_in
+from tests.functional.accounts_fixtures import Reply, api_key, call, made, sign_in
 
 BASE = "localhost/instanode/busybox:latest"
 HTTPD = '["httpd", "-f", "-p", "8080", "-h", "/www"]'
@@ -278,3 +278,20 @@ def test_poller_advances_an_app_nobody_polls(client: Client, hobby: str) -> None
         time.sleep(0.5)
     polled = poll_deploys(service.store, service, deps.get_settings().expiry_shards)
     assert polled["polled"] == 0  # healthy apps leave the by_progress index
+
+
+def test_upgrade_jwt_deploys_but_cannot_read_or_delete_apps(client: Client, hobby: str) -> None:
+    upgrade_jwt = made(client, "/webhook/new", bearer=hobby)["upgrade_jwt"]  # the team's
+    app = deploy(client, upgrade_jwt, site("by jwt"), name="by-jwt")
+    assert app.status == 202
+    path = f"/api/v1/deployments/{app.body['id']}"
+    assert call(client, "GET", "/api/v1/deployments", bearer=upgrade_jwt).status == 401
+    deleted = call(client, "DELETE", path, bearer=upgrade_jwt, X_Skip_Email_Confirmation="yes")
+    assert deleted.error == (401, "unauthorized")
+    assert call(client, "GET", path, bearer=hobby).body["status"] in ("building", "healthy")
+
+
+def test_read_scope_key_lists_deployments(client: Client, hobby: str) -> None:
+    key = api_key(client, hobby, "read")["api_token"]
+    assert call(client, "GET", "/api/v1/deployments", bearer=key).status == 200
+    assert deploy(client, key, site("x")).error == (403, "insufficient_scope")

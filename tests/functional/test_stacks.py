@@ -18,6 +18,7 @@ from requests_toolbelt.multipart.encoder import MultipartEncoder
 from chalicelib import deps
 from chalicelib.deploy.local import podman
 from chalicelib.jobs.deploys import reap_stacks
+from chalicelib.routes.stacks import UNCOUNTED_STACKS_PER_DAY
 from devstack.stack import Stack
 from tests.conftest import fresh_ip
 from tests.functional import test_deploys
@@ -311,3 +312,15 @@ def test_delete_anonymous_stack_only_from_its_network(client: Client, stacks: li
     stacks.append(made)
     assert call(client, "DELETE", f"/api/v1/stacks/{made}").error == (404, "not_found")
     assert call(client, "DELETE", f"/api/v1/stacks/{made}", ip=ip).status == 200
+
+
+def test_fourth_anonymous_stack_of_a_network_in_a_day_is_rate_limited(
+    client: Client, stacks: list[str]
+) -> None:
+    ip = fresh_ip()
+    for _ in range(UNCOUNTED_STACKS_PER_DAY):
+        made = new_stack(client, "services: {web: {}}", {"web": site("x")}, ip=ip)
+        assert made.status == 202
+        stacks.append(made.body["slug"])
+    over = new_stack(client, "services: {web: {}}", {"web": site("x")}, ip=ip)
+    assert over.error == (429, "rate_limited") and over.headers["retry-after"]
