@@ -25,7 +25,7 @@ from chalicelib.dynamo import Dynamo, Item, TransactionCancelled
 
 FREE_TIER = "free"
 SEAL_LABEL = b"instanode/accounts/v1"  # sealing key of secrets parked in this table
-TTL_POLICIES = ("auto_24h", "permanent")
+TEAM_TTL_POLICIES = ("auto_24h", "permanent")  # a team's default_deployment_ttl_policy
 
 
 class Scope(StrEnum):

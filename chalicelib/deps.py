@@ -100,9 +100,13 @@ def get_devices() -> DeviceFlow:
 def get_teams() -> TeamService:
     from chalicelib.teams import TeamService
 
-    deployments = get_deploys().store
     return TeamService(
-        get_settings(), get_dynamo(), get_accounts(), all_tiers(), get_provider, deployments
+        get_settings(),
+        get_dynamo(),
+        get_accounts(),
+        all_tiers(),
+        get_provider,
+        lambda: get_deploys().store,  # built only when an upgrade reaches the deploys
     )
 
 

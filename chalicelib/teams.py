@@ -11,16 +11,19 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from chalicelib import errors
 from chalicelib.accounts import AccountStore, Team
 from chalicelib.config import Settings
-from chalicelib.deploy.store import DeploymentStore
 from chalicelib.dynamo import Dynamo, TransactionCancelled
 from chalicelib.models import Kind, Resource, team_owner
 from chalicelib.providers.base import Provider, Resizer, Tenant
 from chalicelib.store import ResourceStore
 from chalicelib.tiers import Tier
+
+if TYPE_CHECKING:  # the deploy modules load when a tier change reaches the deploys
+    from chalicelib.deploy.store import DeploymentStore
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,7 @@ class TeamService:
         accounts: AccountStore,
         tiers: Mapping[str, Tier],
         providers: Callable[[Kind], Provider],
-        deployments: DeploymentStore | None = None,
+        deployments: Callable[[], DeploymentStore] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
@@ -112,7 +115,7 @@ class TeamService:
             failed += outcome is False
         promoted = 0
         if tier.price_usd_month > 0 and self._deployments is not None:
-            promoted = self._deployments.make_permanent(team_owner(team_id))
+            promoted = self._deployments().make_permanent(team_owner(team_id))
         change = TierChange(team, resources, resized, failed, promoted)
         log.info("team %s is now on %s: %s", team_id, tier.name, change)
         return change

@@ -11,7 +11,6 @@ mails a 15-minute confirmation token and the app keeps its slot until the token 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import hmac
 import logging
 import re
@@ -22,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from chalicelib import errors
+from chalicelib.accounts import secret_hash
 from chalicelib.config import Settings
 from chalicelib.deploy.backend import BuildSpec, DeployBackend, DeployStatus, PodLimits
 from chalicelib.deploy.contexts import ContextStore
@@ -293,7 +293,7 @@ class DeployService:
         token = secrets.token_urlsafe(24)
         pending = replace(
             app,
-            deletion_token_hash=_hash(token),
+            deletion_token_hash=secret_hash(token),
             deletion_expires_at=now + DELETION_TOKEN_SECONDS,
         )
         if not self._store.save(pending, app):
@@ -314,7 +314,7 @@ class DeployService:
         valid = (
             app.deletion_token_hash is not None
             and (app.deletion_expires_at or 0) > now
-            and hmac.compare_digest(app.deletion_token_hash, _hash(token))
+            and hmac.compare_digest(app.deletion_token_hash, secret_hash(token))
         )
         if not valid:
             raise errors.InvalidConfirmationTokenError(
@@ -442,12 +442,8 @@ def _expiry(policy: str, ttl_hours: int | None, now: int) -> int | None:
 
 
 def _upload_prefix(owner: str) -> str:
-    return f"uploads/{hashlib.sha256(owner.encode()).hexdigest()[:16]}/"
+    return f"uploads/{secret_hash(owner)[:16]}/"
 
 
 def _context_key(app_id: str, revision: int) -> str:
     return f"deploys/{app_id}/{revision}.tar.gz"
-
-
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()

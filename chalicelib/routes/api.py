@@ -8,13 +8,13 @@ from typing import Any
 from chalice.app import Blueprint
 
 from chalicelib import errors
+from chalicelib.accounts import TEAM_TTL_POLICIES
 from chalicelib.deps import get_accounts, get_authenticator, get_resources
 from chalicelib.routes import requests
 
 bp = Blueprint(__name__)
 
 ANY_CONTENT_TYPE = ["*/*"]
-TTL_POLICIES = ("auto_24h", "permanent")
 
 
 def _owner(write: bool = False) -> str:
@@ -57,9 +57,9 @@ def team_settings() -> dict[str, Any]:
     principal = get_authenticator().require(bp.current_request.headers, Scope.ADMIN)
     body = requests.json_object(bp.current_request)
     policy = body.get("default_deployment_ttl_policy")
-    if policy not in TTL_POLICIES:
+    if policy not in TEAM_TTL_POLICIES:
         raise errors.BadRequestError(
-            f"'default_deployment_ttl_policy' must be one of {', '.join(TTL_POLICIES)}.",
+            f"'default_deployment_ttl_policy' must be one of {', '.join(TEAM_TTL_POLICIES)}.",
             agent_action='Send {"default_deployment_ttl_policy": "auto_24h"} or "permanent".',
         )
     team = get_accounts().set_ttl_policy(principal.team_id, policy)
