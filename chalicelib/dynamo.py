@@ -6,6 +6,7 @@ transaction raises ``TransactionCancelled`` with one ``Reason`` per item, in ord
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -20,6 +21,11 @@ Item = dict[str, Any]
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()
+
+
+def shard_of(key: str, shards: int) -> str:
+    """The partition of a sharded sparse index (``expiry_shard`` and the like) ``key`` falls in."""
+    return str(zlib.crc32(key.encode()) % shards)
 
 
 def to_wire(values: Mapping[str, Any]) -> dict[str, Any]:

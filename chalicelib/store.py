@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -141,7 +140,7 @@ class ResourceStore:
             tail = " REMOVE expires_at, expiry_shard"
         else:
             sets += ["expires_at = :exp", "expiry_shard = :shard"]
-            values.update({":exp": expires_at, ":shard": str(self.shard_of(r.id))})
+            values.update({":exp": expires_at, ":shard": dynamo.shard_of(r.id, self._shards)})
             tail = ""
         return dynamo.update(
             self._resources,
@@ -344,9 +343,6 @@ class ResourceStore:
         return {n: loads.get(self._backend_key(n), 0) for n in names}
 
     # -- mapping ----------------------------------------------------------------------------
-    def shard_of(self, resource_id: str) -> int:
-        return zlib.crc32(resource_id.encode()) % self._shards
-
     def _to_item(self, r: Resource) -> Item:
         item: Item = {
             "id": r.id,
@@ -363,7 +359,7 @@ class ResourceStore:
         }
         if r.expires_at is not None:
             item["expires_at"] = r.expires_at
-            item["expiry_shard"] = str(self.shard_of(r.id))
+            item["expiry_shard"] = dynamo.shard_of(r.id, self._shards)
         return item
 
     @staticmethod

@@ -13,7 +13,6 @@ like DeploymentStore) in the transaction that writes it, and given back when it 
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -195,7 +194,7 @@ class StackStore:
         }
         if s.expires_at is not None and s.status not in _RETIRED:
             item["expires_at"] = s.expires_at
-            item["expiry_shard"] = str(zlib.crc32(s.slug.encode()) % self._shards)
+            item["expiry_shard"] = dynamo.shard_of(s.slug, self._shards)
         return item
 
     def _from_item(self, item: Item) -> Stack:

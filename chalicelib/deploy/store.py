@@ -11,7 +11,6 @@ Env vars are customer secrets: stored sealed (AES-GCM, bound to the record).
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -196,9 +195,9 @@ class DeploymentStore:
         }
         if d.expires_at is not None and d.status not in _RETIRED:
             item["expires_at"] = d.expires_at
-            item["expiry_shard"] = str(zlib.crc32(d.id.encode()) % self._shards)
+            item["expiry_shard"] = dynamo.shard_of(d.id, self._shards)
         if d.status in _IN_PROGRESS:
-            item["progress_shard"] = str(zlib.crc32(d.id.encode()) % self._shards)
+            item["progress_shard"] = dynamo.shard_of(d.id, self._shards)
         if d.error_message:
             item["error_message"] = d.error_message
         if d.deletion_token_hash and d.deletion_expires_at:

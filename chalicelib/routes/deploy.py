@@ -4,13 +4,13 @@
 Who deploys: a session or API key (the team), or the spec's ``Authorization: Bearer
 <upgrade_jwt>`` (the team that now owns that resource; an anonymous one gets 402: deploys need
 a paid tier). Lambda's request cap is 6 MB and API Gateway base64-encodes binary bodies, so a
-multipart body is capped at MULTIPART_MAX_BYTES; bigger contexts go through a presigned upload.
+multipart body is capped (routes/requests.py MULTIPART_MAX_BYTES); bigger contexts go through a
+presigned upload.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import TYPE_CHECKING, Any
 
 from chalice.app import Blueprint, Request, Response
@@ -24,8 +24,6 @@ if TYPE_CHECKING:  # the deploy modules load on the first deploy request, not at
 
 bp = Blueprint(__name__)
 
-MULTIPART_MAX_BYTES = 4_400_000  # 6 MB Lambda payload after base64 (+1/3), minus headers
-_NAME = re.compile(rb'name="([^"]*)"')
 FORM_FIELDS = ("tarball", "name", "port", "env", "env_vars", "redeploy", "ttl_policy", "ttl_hours")
 
 
@@ -93,32 +91,14 @@ def _caller_by_upgrade_jwt(request: Request) -> Caller:
 
 
 def _form(request: Request) -> dict[str, bytes]:
-    from requests_toolbelt.multipart.decoder import (
-        ImproperBodyPartContentException,
-        MultipartDecoder,
-        NonMultipartContentTypeException,
+    parts = requests.multipart_parts(
+        request,
+        f"A multipart deploy is capped at {requests.MULTIPART_MAX_BYTES // 1_000_000} MB here.",
+        "Slim the tarball (leave out node_modules, .git, build outputs), or upload it with "
+        "POST /deploy/upload-url and deploy by its upload_key.",
+        "-F tarball=@app.tar.gz -F name=my-app",
     )
-
-    raw = request.raw_body or b""
-    if len(raw) > MULTIPART_MAX_BYTES:
-        raise errors.TarballTooLargeError(
-            f"A multipart deploy is capped at {MULTIPART_MAX_BYTES // 1_000_000} MB here.",
-            agent_action="Slim the tarball (leave out node_modules, .git, build outputs), or "
-            "upload it with POST /deploy/upload-url and deploy by its upload_key.",
-        )
-    try:
-        parts = MultipartDecoder(raw, request.headers.get("content-type", "")).parts
-    except (ImproperBodyPartContentException, NonMultipartContentTypeException, ValueError) as exc:
-        raise errors.BadRequestError(
-            "The body is not a multipart form.",
-            agent_action="Send -F tarball=@app.tar.gz -F name=my-app (multipart/form-data).",
-        ) from exc
-    form: dict[str, bytes] = {}
-    for part in parts:
-        found = _NAME.search(part.headers.get(b"Content-Disposition", b""))
-        if found and found.group(1).decode("utf-8", "replace") in FORM_FIELDS:
-            form[found.group(1).decode("utf-8", "replace")] = part.content
-    return form
+    return {name: content for name, content in parts if name in FORM_FIELDS}
 
 
 def _request(form: dict[str, Any]) -> DeployRequest:

@@ -116,3 +116,37 @@ def caller(request: Request) -> Caller:
         request.headers.get("x-forwarded-for"),
         get_settings().trusted_proxies,
     )
+
+
+MULTIPART_MAX_BYTES = 4_400_000  # 6 MB Lambda payload after base64 (+1/3), minus headers
+_PART_NAME = re.compile(rb'name="([^"]*)"')
+
+
+def multipart_parts(
+    request: Request, too_large: str, too_large_action: str, example: str
+) -> list[tuple[str | None, bytes]]:
+    """The parts of a multipart body as (name, content), name None where the part has none.
+    Bodies over MULTIPART_MAX_BYTES are 413 ``tarball_too_large`` (``too_large`` and
+    ``too_large_action`` say why and what to do); anything not multipart is a 400 whose
+    agent_action shows ``example``."""
+    from requests_toolbelt.multipart.decoder import (
+        ImproperBodyPartContentException,
+        MultipartDecoder,
+        NonMultipartContentTypeException,
+    )
+
+    raw = request.raw_body or b""
+    if len(raw) > MULTIPART_MAX_BYTES:
+        raise errors.TarballTooLargeError(too_large, agent_action=too_large_action)
+    try:
+        decoded = MultipartDecoder(raw, request.headers.get("content-type", "")).parts
+    except (ImproperBodyPartContentException, NonMultipartContentTypeException, ValueError) as exc:
+        raise errors.BadRequestError(
+            "The body is not a multipart form.",
+            agent_action=f"Send {example} (multipart/form-data).",
+        ) from exc
+    parts: list[tuple[str | None, bytes]] = []
+    for part in decoded:
+        found = _PART_NAME.search(part.headers.get(b"Content-Disposition", b""))
+        parts.append((found.group(1).decode("utf-8", "replace") if found else None, part.content))
+    return parts

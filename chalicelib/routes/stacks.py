@@ -10,7 +10,6 @@ changes), or a team resource's upgrade_jwt, makes it the team's.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 from chalice.app import Blueprint, Request, Response
@@ -18,7 +17,6 @@ from chalice.app import Blueprint, Request, Response
 from chalicelib import errors
 from chalicelib.deps import get_stacks
 from chalicelib.routes import requests
-from chalicelib.routes.deploy import MULTIPART_MAX_BYTES
 
 if TYPE_CHECKING:  # the stack modules (and PyYAML) load on the first stack request
     from chalicelib.deploy.stacks import StackCaller
@@ -27,7 +25,6 @@ bp = Blueprint(__name__)
 
 MANIFEST_FIELDS = ("instant.yaml", "manifest")
 UNCOUNTED_STACKS_PER_DAY = 3
-_NAME = re.compile(rb'name="([^"]*)"')
 
 
 def _creator(request: Request) -> StackCaller:
@@ -64,34 +61,17 @@ def _owner(request: Request, write: bool = False) -> str | None:
 
 
 def _parts(request: Request) -> list[tuple[str, bytes]]:
-    from requests_toolbelt.multipart.decoder import (
-        ImproperBodyPartContentException,
-        MultipartDecoder,
-        NonMultipartContentTypeException,
+    parts = requests.multipart_parts(
+        request,
+        f"A stack's multipart body is capped at {requests.MULTIPART_MAX_BYTES // 1_000_000} MB "
+        "here (all tarballs together).",
+        "Slim the tarballs (leave out node_modules, .git, build outputs).",
+        "-F instant.yaml=@instant.yaml -F name=my-stack -F web=@web.tar.gz ...",
     )
-
-    raw = request.raw_body or b""
-    if len(raw) > MULTIPART_MAX_BYTES:
-        raise errors.TarballTooLargeError(
-            f"A stack's multipart body is capped at {MULTIPART_MAX_BYTES // 1_000_000} MB here "
-            "(all tarballs together).",
-            agent_action="Slim the tarballs (leave out node_modules, .git, build outputs).",
-        )
-    try:
-        decoded = MultipartDecoder(raw, request.headers.get("content-type", "")).parts
-    except (ImproperBodyPartContentException, NonMultipartContentTypeException, ValueError) as exc:
-        raise errors.BadRequestError(
-            "The body is not a multipart form.",
-            agent_action="Send -F instant.yaml=@instant.yaml -F name=my-stack "
-            "-F web=@web.tar.gz ... (multipart/form-data).",
-        ) from exc
-    parts = []
-    for part in decoded:
-        found = _NAME.search(part.headers.get(b"Content-Disposition", b""))
-        if found is None:
-            raise errors.BadRequestError("Every form part needs a name.")
-        parts.append((found.group(1).decode("utf-8", "replace"), part.content))
-    return parts
+    named = [(name, content) for name, content in parts if name is not None]
+    if len(named) != len(parts):
+        raise errors.BadRequestError("Every form part needs a name.")
+    return named
 
 
 @bp.route("/stacks/new", methods=["POST"], content_types=["*/*"])
