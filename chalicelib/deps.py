@@ -10,8 +10,10 @@ import boto3
 
 from chalicelib.config import get_settings
 from chalicelib.dynamo import Dynamo
+from chalicelib.idempotency import IdempotencyStore
 from chalicelib.models import Kind
 from chalicelib.providers.base import Provider, build_provider
+from chalicelib.sealing import Sealer
 from chalicelib.service import ProvisionService
 from chalicelib.tiers import all_tiers
 
@@ -44,6 +46,12 @@ def get_provider(kind: Kind) -> Provider:
 @cache
 def get_service() -> ProvisionService:
     return ProvisionService(get_settings(), get_dynamo(), all_tiers(), get_provider)
+
+
+@cache
+def get_idempotency() -> IdempotencyStore:
+    s = get_settings()
+    return IdempotencyStore(get_dynamo(), s.idempotency_table, Sealer(s.jwt_secret))
 
 
 @cache
@@ -185,7 +193,7 @@ def get_stacks() -> StackService:
         Sealer(s.jwt_secret, SEAL_LABEL),
         s.expiry_shards,
     )
-    return StackService(s, store, get_deploy_backend, get_contexts())
+    return StackService(s, store, get_deploy_backend, get_contexts(), get_outbox)
 
 
 _ACCESSORS = (
@@ -193,6 +201,7 @@ _ACCESSORS = (
     get_dynamo,
     get_provider,
     get_service,
+    get_idempotency,
     get_readiness,
     get_accounts,
     get_authenticator,

@@ -4,26 +4,42 @@
   conflict.
 * fingerprint: no header; ``sha256(scope, route, canonical body)`` dedups for 120 s.
 
-A request claims its key with a conditional put (INPROGRESS, with a lease) in the same
-transaction that reserves the resource; completion stores the response (sealed, see
-sealing.py: it holds credentials) for replays.
+A request claims its key with a conditional put (INPROGRESS, with a lease), in the same
+transaction that reserves the resource where there is one (``claim_item``) or on its own
+(``once``); completion stores the response (sealed, see sealing.py: it holds credentials) for
+replays. A request that finds its key taken gets the stored answer (``replay``), waiting a
+moment while the first one still runs; the same key with another body is a 409.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from chalicelib import dynamo
+from chalicelib import dynamo, errors
 from chalicelib.dynamo import Dynamo, Item
 from chalicelib.sealing import Sealer
+
+log = logging.getLogger(__name__)
 
 EXPLICIT_TTL_SECONDS = 24 * 3600
 FINGERPRINT_TTL_SECONDS = 120
 MAX_KEY_LENGTH = 255
+IN_PROGRESS_WAIT_SECONDS = 3.0
+IN_PROGRESS_POLL_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status_code: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Source(StrEnum):
@@ -74,10 +90,57 @@ def derive_key(scope: str, route: str, body: dict[str, Any], header: str | None)
 
 
 class IdempotencyStore:
-    def __init__(self, db: Dynamo, table: str, sealer: Sealer) -> None:
+    def __init__(
+        self, db: Dynamo, table: str, sealer: Sealer, clock: Callable[[], float] = time.time
+    ) -> None:
         self._db = db
         self._table = table
         self._sealer = sealer
+        self._clock = clock
+
+    def once(
+        self, key: Key, lease_seconds: int, create: Callable[[], tuple[int, dict[str, Any]]]
+    ) -> Outcome:
+        """Run ``create`` (status, body) once per key: a retry gets the first answer. The key is
+        given back when ``create`` raises, so a failed attempt can be retried."""
+        now = int(self._clock())
+        try:
+            self._db.transact([self.claim_item(key, now, lease_seconds)])
+        except dynamo.TransactionCancelled as exc:
+            held = exc.reasons[0].item
+            if held is None:
+                raise
+            return self.replay(key, self.record_of(held))
+        try:
+            status, body = create()
+        except Exception:
+            self._db.transact([self.release_item(key)])
+            raise
+        try:
+            self._db.transact([self.complete_item(key, now, status, body)])
+        except Exception:  # done, but not remembered: a retry would make another
+            log.exception("could not record the answer of %s", key.source.value)
+        return Outcome(status, body, {"X-Idempotency-Source": Source.MISS.value})
+
+    def replay(self, key: Key, record: Record) -> Outcome:
+        """The stored answer of the request that holds ``key``."""
+        if record.body_hash != key.body_hash:
+            raise errors.IdempotencyKeyConflictError(
+                "This Idempotency-Key was already used with a different request body.",
+                agent_action="Send a new Idempotency-Key (a fresh UUID) for a different request.",
+            )
+        deadline = self._clock() + IN_PROGRESS_WAIT_SECONDS
+        while record.state is State.IN_PROGRESS and self._clock() < deadline:
+            time.sleep(IN_PROGRESS_POLL_SECONDS)
+            record = self.get(key) or record
+        if record.state is State.IN_PROGRESS:
+            raise errors.IdempotencyInProgressError(
+                "The first request with this idempotency key is still running.",
+                headers={"Retry-After": "1"},
+                retry_after_seconds=1,
+            )
+        headers = {"X-Idempotent-Replay": "true", "X-Idempotency-Source": key.source.value}
+        return Outcome(record.status_code, record.body, headers)
 
     def claim_item(self, key: Key, now: int, lease_seconds: int) -> dict[str, Any]:
         """Take the key unless a live record holds it (an abandoned lease may be taken over)."""

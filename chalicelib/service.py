@@ -15,14 +15,14 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib import errors
 from chalicelib.config import Settings
 from chalicelib.dynamo import Dynamo, TransactionCancelled
-from chalicelib.idempotency import IdempotencyStore, Key, Record, Source, State
+from chalicelib.idempotency import IdempotencyStore, Key, Outcome, Source
 from chalicelib.models import Backend, Caller, Credentials, Kind, ProvisionRequest, Resource, Status
 from chalicelib.providers.base import BackendDownError, Provider
 from chalicelib.sealing import Sealer
@@ -37,16 +37,7 @@ TOKEN_URLS: dict[Kind, dict[str, str]] = {
     Kind.STORAGE: {"presign_url": "/storage/{token}/presign"},
     Kind.WEBHOOK: {"receive_url": "/webhook/receive/{token}"},
 }
-IN_PROGRESS_WAIT_SECONDS = 3.0
-IN_PROGRESS_POLL_SECONDS = 0.1
 LOADS_REFRESH_SECONDS = 10.0
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status_code: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 def iso(ts: int | None) -> str | None:
@@ -65,7 +56,9 @@ class ProvisionService:
         self._settings = settings
         self._db = db
         self._store = ResourceStore(db, settings)
-        self._idem = IdempotencyStore(db, settings.idempotency_table, Sealer(settings.jwt_secret))
+        self._idem = IdempotencyStore(
+            db, settings.idempotency_table, Sealer(settings.jwt_secret), clock
+        )
         self._tiers = tiers
         self._providers = providers
         self._signer = Signer(settings.jwt_secret)
@@ -186,7 +179,7 @@ class ProvisionService:
         # the recycle check (anonymous callers only).
         claim, charged = exc.reasons[0], exc.reasons[2 : 2 + len(charge.items())]
         if claim.failed and claim.item is not None:
-            return self._replay(key, self._idem.record_of(claim.item))
+            return self._idem.replay(key, self._idem.record_of(claim.item))
         recycle = exc.reasons[2 + len(charge.items()) :]
         if recycle and recycle[0].failed:
             raise self._recycle_error(caller, recycle[0].item or {})
@@ -195,25 +188,6 @@ class ProvisionService:
         if charge.daily is not None and charged[Charge.DAILY].failed:
             return self._daily_limit(caller, req, key, tier)
         raise exc
-
-    def _replay(self, key: Key, record: Record) -> Outcome:
-        if record.body_hash != key.body_hash:
-            raise errors.IdempotencyKeyConflictError(
-                "This Idempotency-Key was already used with a different request body.",
-                agent_action="Send a new Idempotency-Key (a fresh UUID) for a different request.",
-            )
-        deadline = self._clock() + IN_PROGRESS_WAIT_SECONDS
-        while record.state is State.IN_PROGRESS and self._clock() < deadline:
-            time.sleep(IN_PROGRESS_POLL_SECONDS)
-            record = self._idem.get(key) or record
-        if record.state is State.IN_PROGRESS:
-            raise errors.IdempotencyInProgressError(
-                "The first request with this idempotency key is still running.",
-                headers={"Retry-After": "1"},
-                retry_after_seconds=1,
-            )
-        headers = {"X-Idempotent-Replay": "true", "X-Idempotency-Source": key.source.value}
-        return Outcome(record.status_code, record.body, headers)
 
     def _daily_limit(self, caller: Caller, req: ProvisionRequest, key: Key, tier: Tier) -> Outcome:
         existing = self._store.active_of(caller.owner, req.kind)

@@ -1,6 +1,6 @@
-"""Build contexts in S3: ``deploys/<app_id>/<revision>.tar.gz`` in the deploy bucket (and the
-agents' own uploads under ``uploads/``). The Kubernetes backend's kaniko Job reads them from
-there; the local backend fetches them."""
+"""Build contexts in S3: ``deploys/<app_id>/<revision>-<nonce>.tar.gz`` in the deploy bucket
+(and the agents' own uploads under ``uploads/``). The Kubernetes backend's kaniko Job reads them
+from there; the local backend fetches them."""
 
 from __future__ import annotations
 

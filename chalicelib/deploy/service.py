@@ -3,15 +3,12 @@ against the tier's cap), hand the revision to the backend, and answer 202 ``buil
 
 Reads refresh a live app's status from its backend (``observe``), so a poll is all it takes to
 see ``healthy`` or ``failed``; the scheduled poller does the same for apps nobody polls.
-Deletion is two-step for teams with an email on file (spec "Deleting a deployment"): DELETE
-mails a 15-minute confirmation token and the app keeps its slot until the token comes back;
-``X-Skip-Email-Confirmation: yes`` deletes at once.
+Deletion is two-step for teams with an email on file (deletion.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
 import re
 import secrets
@@ -23,10 +20,10 @@ from typing import Any
 from chalicelib import errors
 from chalicelib.accounts import secret_hash
 from chalicelib.config import Settings
+from chalicelib.deploy import deletion
 from chalicelib.deploy.backend import BuildSpec, DeployBackend, DeployStatus, PodLimits
 from chalicelib.deploy.contexts import ContextStore
 from chalicelib.deploy.store import Deployment, DeploymentStore
-from chalicelib.mail import Message
 from chalicelib.outbox import Outbox
 from chalicelib.service import iso
 from chalicelib.tiers import Tier
@@ -35,11 +32,11 @@ log = logging.getLogger(__name__)
 
 ENV_KEY = re.compile(r"[A-Z_][A-Z0-9_]*")
 ENV_MAX_BYTES = 64 * 1024
-DELETION_TOKEN_SECONDS = 15 * 60
 AUTO_TTL_SECONDS = 24 * 3600
 TTL_POLICIES = ("auto_24h", "permanent", "custom")
 MAX_CUSTOM_TTL_HOURS = 24 * 90
 UPLOAD_URL_SECONDS = 15 * 60
+_NOT_STARTED = "The deploy backend could not start this revision; redeploy to retry."
 
 
 @dataclass(frozen=True)
@@ -133,7 +130,7 @@ class DeployService:
             with contextlib.suppress(Exception):  # whatever the backend made before failing
                 self._backend().remove(app.slug)
             raise
-        return {"ok": True, **app.as_json(), "redeployed": False}
+        return {"ok": True, **app.as_json(now), "redeployed": False}
 
     def redeploy(self, caller: Caller, app_id: str) -> dict[str, Any]:
         """Rebuild the app's last context as a new revision (applies env changes)."""
@@ -170,13 +167,19 @@ class DeployService:
             port=port,
             updated_at=now,
         )
-        if not self._store.save(updated, app):
-            raise errors.IdempotencyInProgressError(
-                "This app changed while the redeploy was prepared; retry.",
-                headers={"Retry-After": "1"},
-            )
-        self._start(updated, tier)
-        return {"ok": True, **updated.as_json(), "redeployed": True}
+        stored = self._store.save(updated, app)
+        if stored is None:
+            self._contexts.delete(self._bucket(), key)
+            raise _changed()
+        try:
+            self._start(stored, tier)
+        except Exception:
+            # the earlier revision keeps running; the record says this one never started
+            log.exception("starting revision %d of %s failed", revision, app.id)
+            failed = replace(stored, status=DeployStatus.FAILED, error_message=_NOT_STARTED)
+            self._store.save(failed, stored)
+            raise
+        return {"ok": True, **stored.as_json(now), "redeployed": True}
 
     def _start(self, app: Deployment, tier: Tier) -> None:
         limits = tier.deploys
@@ -232,11 +235,13 @@ class DeployService:
 
     # -- reads ------------------------------------------------------------------------------
     def get(self, owner: str, app_id: str) -> dict[str, Any]:
-        return {"ok": True, **self._refreshed(self._owned(owner, app_id)).as_json()}
+        app = self._refreshed(self._owned(owner, app_id))
+        return {"ok": True, **app.as_json(int(self._clock()))}
 
     def listing(self, owner: str) -> dict[str, Any]:
         apps = [self._refreshed(a) for a in self._store.owned(owner)]
-        return {"ok": True, "items": [a.as_json() for a in apps]}
+        now = int(self._clock())
+        return {"ok": True, "items": [a.as_json(now) for a in apps]}
 
     def events(self, owner: str, app_id: str) -> dict[str, Any]:
         app = self._owned(owner, app_id)
@@ -279,7 +284,7 @@ class DeployService:
             error_message=error if observed.status is DeployStatus.FAILED else None,
             updated_at=int(self._clock()),
         )
-        return fresh if self._store.save(fresh, app) else app
+        return self._store.save(fresh, app) or app
 
     # -- deletion ---------------------------------------------------------------------------
     def delete(
@@ -290,46 +295,31 @@ class DeployService:
         if skip_confirmation or not caller.email:
             self._removed(app, now)
             return 200, {"ok": True, "id": app.id, "deletion_status": "deleted"}
-        token = secrets.token_urlsafe(24)
-        pending = replace(
-            app,
-            deletion_token_hash=secret_hash(token),
-            deletion_expires_at=now + DELETION_TOKEN_SECONDS,
-        )
-        if not self._store.save(pending, app):
-            raise errors.IdempotencyInProgressError("The app changed meanwhile; retry.")
-        self._mail_confirmation(caller.email, app, token)
-        return 202, {
-            "ok": True,
-            "id": app.id,
-            "deletion_status": "pending_confirmation",
-            "confirmation_expires_at": iso(now + DELETION_TOKEN_SECONDS),
-            "agent_action": f"Tell the user to confirm deleting '{app.name}' with the link or "
-            f"token emailed to {caller.email} within 15 minutes; until then nothing is deleted.",
-        }
+        token, pending = deletion.requested(now)
+        if not self._store.save(replace(app, deletion=pending), app):
+            raise _changed()
+        subject = self._subject(app)
+        base = self._settings.public_base_url
+        deletion.mail_token(self._outbox(), base, caller.email, subject, token, now)
+        return 202, deletion.pending_answer(subject, caller.email, pending)
 
     def confirm_deletion(self, owner: str, app_id: str, token: str) -> dict[str, Any]:
         app = self._owned(owner, app_id)
         now = int(self._clock())
-        valid = (
-            app.deletion_token_hash is not None
-            and (app.deletion_expires_at or 0) > now
-            and hmac.compare_digest(app.deletion_token_hash, secret_hash(token))
-        )
-        if not valid:
-            raise errors.InvalidConfirmationTokenError(
-                "The confirmation token is wrong or expired.",
-                agent_action="Run DELETE again to mail a fresh token.",
-            )
+        deletion.check(app.deletion, token, now)
         self._removed(app, now)
         return {"ok": True, "id": app.id, "deletion_status": "deleted"}
 
     def cancel_deletion(self, owner: str, app_id: str) -> dict[str, Any]:
         app = self._owned(owner, app_id)
-        cleared = replace(app, deletion_token_hash=None, deletion_expires_at=None)
-        if app.deletion_token_hash and not self._store.save(cleared, app):
-            raise errors.IdempotencyInProgressError("The app changed meanwhile; retry.")
+        if app.deletion and not self._store.save(replace(app, deletion=None), app):
+            raise _changed()
         return {"ok": True, "id": app.id, "deletion_status": "cancelled"}
+
+    @staticmethod
+    def _subject(app: Deployment) -> deletion.Subject:
+        path = f"/api/v1/deployments/{app.id}/confirm-deletion"
+        return deletion.Subject("app", "id", app.id, app.name, app.url, path)
 
     def expire(self, app: Deployment, now: int) -> bool:
         """The reaper's removal of an app whose TTL ran out."""
@@ -383,18 +373,6 @@ class DeployService:
             "(redeploy=true with its name), or upgrade the team for more.",
         )
 
-    def _mail_confirmation(self, email: str, app: Deployment, token: str) -> None:
-        base = self._settings.public_base_url
-        text = (
-            f"Someone asked to delete the app '{app.name}' ({app.url}) on instanode.\n\n"
-            f"Confirmation token (15 minutes): {token}\n\n"
-            f"curl -X POST '{base}/api/v1/deployments/{app.id}/confirm-deletion?token={token}' "
-            "-H 'Authorization: Bearer <your API key>'\n\n"
-            "If you did not ask for this, ignore this email: nothing is deleted without it.\n"
-        )
-        message = Message(email, f"Confirm deleting {app.name}", text)
-        self._outbox().send(message, int(self._clock()))
-
     def _bucket(self) -> str:
         return self._settings.deploy.bucket
 
@@ -446,4 +424,5 @@ def _upload_prefix(owner: str) -> str:
 
 
 def _context_key(app_id: str, revision: int) -> str:
-    return f"deploys/{app_id}/{revision}.tar.gz"
+    """A key of this attempt only: a concurrent redeploy that loses may delete its own."""
+    return f"deploys/{app_id}/{revision}-{secrets.token_hex(6)}.tar.gz"

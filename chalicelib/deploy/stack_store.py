@@ -4,10 +4,8 @@ Table ``stacks``, pk ``slug``; GSI ``by_owner`` (owner, created_at) lists an own
 sparse ``by_expiry`` (expiry_shard, expires_at) holds the stacks the reaper must visit (those
 with a TTL: anonymous ones and those of tiers without deploy slots). One item per stack: the
 services' state is a JSON list in it, the env (the manifest's per-service env and the
-stack-level env PATCH sets) is one sealed blob (AES-GCM, bound to the slug). Every write is
-conditional on the ``version`` it read, so concurrent refreshes and redeploys do not clobber.
-A team stack with a slot is charged ``apps#<owner>`` in the counters table (one app per stack,
-like DeploymentStore) in the transaction that writes it, and given back when it is retired.
+stack-level env PATCH sets) is one sealed blob. A team stack with a slot counts as one app.
+Counting, versions, sealing and the TTL index work as for deployments: see records.py.
 """
 
 from __future__ import annotations
@@ -17,13 +15,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from chalicelib import dynamo
 from chalicelib.deploy.backend import DeployStatus
+from chalicelib.deploy.records import PendingDeletion, Records, deletion_of
 from chalicelib.dynamo import Dynamo, Item
 from chalicelib.sealing import Sealer
 
 SEAL_LABEL = b"instanode/stack-env/v1"
-RETIRED_RETENTION_SECONDS = 30 * 24 * 3600
 _RETIRED = (DeployStatus.DELETED, DeployStatus.EXPIRED)
 
 
@@ -92,48 +89,26 @@ class Stack:
     version: int = 1
     expires_at: int | None = None
     env: StackEnv = field(default_factory=StackEnv, repr=False)
+    deletion: PendingDeletion | None = field(default=None, repr=False)
 
     def service(self, name: str) -> ServiceState | None:
         return next((s for s in self.services if s.name == name), None)
 
 
-class StackStore:
+class StackStore(Records):
     def __init__(self, db: Dynamo, table: str, counters: str, sealer: Sealer, shards: int) -> None:
-        self._db = db
-        self._table = table
-        self._counters = counters
-        self._sealer = sealer
-        self._shards = shards
+        super().__init__(db, table, "slug", counters, sealer, shards)
 
     def create(self, stack: Stack, max_apps: int) -> bool:
         """Write a new stack (charging one app when ``counted``); False when the cap is full."""
-        put = dynamo.put(self._table, self._to_item(stack), "attribute_not_exists(slug)")
-        if not stack.counted:
-            self._db.transact([put])
-            return True
-        charge = dynamo.update(
-            self._counters,
-            {"pk": _apps_key(stack.owner)},
-            "ADD n :one",
-            {":one": 1, ":cap": max_apps},
-            condition="attribute_not_exists(n) OR n < :cap",
-        )
-        try:
-            self._db.transact([put, charge])
-        except dynamo.TransactionCancelled as exc:
-            if exc.reasons[1].failed:
-                return False
-            raise
-        return True
+        cap = max_apps if stack.counted else None
+        return self.create_item(self._to_item(stack), stack.owner, cap)
 
-    def save(self, stack: Stack, seen: Stack) -> bool:
-        """Replace the record if it is still at ``seen.version`` (``stack`` has the next one)."""
-        return self._db.put_if(
-            self._table,
-            self._to_item(replace(stack, version=seen.version + 1)),
-            "version = :v",
-            {":v": seen.version},
-        )
+    def save(self, stack: Stack, seen: Stack) -> Stack | None:
+        """Store ``stack`` if the record is still as ``seen``: the stored stack (its next
+        version), or None when it changed meanwhile."""
+        stored = replace(stack, version=seen.version + 1)
+        return stored if self.replace_item(self._to_item(stored), seen.version) else None
 
     def retire(self, stack: Stack, status: DeployStatus, now: int) -> bool:
         """Mark expired (or deleted) and give a counted stack's slot back, in one transaction."""
@@ -143,42 +118,25 @@ class StackStore:
             services=tuple(replace(s, status=status) for s in stack.services),
             updated_at=now,
             expires_at=None,
+            deletion=None,
             version=stack.version + 1,
         )
-        item = {**self._to_item(retired), "ttl": now + RETIRED_RETENTION_SECONDS}
-        ops = [dynamo.put(self._table, item, "version = :v", {":v": stack.version})]
-        if stack.counted:
-            ops.append(
-                dynamo.update(
-                    self._counters, {"pk": _apps_key(stack.owner)}, "ADD n :m", {":m": -1}
-                )
-            )
-        try:
-            self._db.transact(ops)
-        except dynamo.TransactionCancelled:
-            return False
-        return True
+        item = self._to_item(retired)
+        return self.retire_item(item, stack.version, stack.owner, stack.counted, now)
 
     def get(self, slug: str) -> Stack | None:
-        item = self._db.get(self._table, {"slug": slug}, consistent=True)
+        item = self.get_item(slug)
         return self._from_item(item) if item else None
 
     def owned(self, owner: str) -> list[Stack]:
-        items = self._db.query(self._table, "by_owner", "#o = :o", {":o": owner}, {"#o": "owner"})
-        return sorted(map(self._from_item, items), key=lambda s: -s.created_at)
+        return [self._from_item(i) for i in self.owned_items(owner)]
 
     def due(self, shard: int, now: int) -> Iterator[Stack]:
-        items = self._db.query(
-            self._table,
-            "by_expiry",
-            "expiry_shard = :s AND expires_at <= :now",
-            {":s": str(shard), ":now": now},
-        )
-        return (self._from_item(i) for i in items)
+        return (self._from_item(i) for i in self.due_items(shard, now))
 
     def _to_item(self, s: Stack) -> Item:
         env = {"services": {k: dict(v) for k, v in s.env.services.items()}, "stack": s.env.stack}
-        item: Item = {
+        return {
             "slug": s.slug,
             "owner": s.owner,
             "name": s.name,
@@ -190,15 +148,12 @@ class StackStore:
             "created_at": s.created_at,
             "updated_at": s.updated_at,
             "version": s.version,
-            "env": self._sealer.seal(json.dumps(env).encode(), s.slug),
+            "env": self.seal(env, s.slug),
+            **self.lifecycle_attrs(s.slug, s.expires_at, s.status not in _RETIRED, s.deletion),
         }
-        if s.expires_at is not None and s.status not in _RETIRED:
-            item["expires_at"] = s.expires_at
-            item["expiry_shard"] = dynamo.shard_of(s.slug, self._shards)
-        return item
 
     def _from_item(self, item: Item) -> Stack:
-        env = json.loads(self._sealer.open(bytes(item["env"]), item["slug"]))
+        env = self.unseal(item["env"], item["slug"])
         return Stack(
             slug=item["slug"],
             owner=item["owner"],
@@ -213,8 +168,5 @@ class StackStore:
             version=int(item["version"]),
             expires_at=int(item["expires_at"]) if "expires_at" in item else None,
             env=StackEnv(env["services"], env["stack"]),
+            deletion=deletion_of(item),
         )
-
-
-def _apps_key(owner: str) -> str:
-    return f"apps#{owner}"  # the same counter DeploymentStore charges: one cap for both

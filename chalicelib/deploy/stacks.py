@@ -1,35 +1,19 @@
 """Multi-service stacks: ``POST /stacks/new`` takes an ``instant.yaml`` manifest and one build
 context per service, and runs each service as a backend app of its own.
 
-The manifest (YAML, validated strictly; anything else is ``400 invalid_manifest``)::
-
-    services:                 # required: 1 to 5 services, in order
-      web:                    # a DNS label: [a-z][a-z0-9-]{0,30}, no '-' at the end
-        port: 8080            # optional: the port the app listens on (default 8080)
-        expose: true          # optional: gets a public URL (default: true for the first service
-                              #   only)
-        env:                  # optional: env vars, keys [A-Z_][A-Z0-9_]*, string values
-          API_URL: "service://api"
-      api:
-        port: 9000
-
-No other keys are allowed, at the top or in a service. ``service://<name>`` inside an env value
-is replaced, when the service is built, by the URL the other service's containers reach it at
-(``DeployBackend.internal_url_of``: on Kubernetes its cluster Service, locally the host port
-through ``host.containers.internal``). The multipart form carries one tarball per service,
-named after it (``-F web=@web.tar.gz``); every service needs one and every tarball a service.
-
-Service ``<svc>`` of stack ``<slug>`` is the backend app ``<slug>-<svc>``; ``stack_url`` is the
-first exposed service's URL. A stack-level env (``PATCH /stacks/{slug}/env``) goes over each
-service's manifest env and applies at the next ``POST /stacks/{slug}/redeploy``, which rebuilds
-every service as a new revision.
+The manifest's format and checks are in manifest.py. Service ``<svc>`` of stack ``<slug>`` is
+the backend app ``<slug>-<svc>``; ``stack_url`` is the first exposed service's URL. A
+stack-level env (``PATCH /stacks/{slug}/env``) goes over each service's manifest env and
+applies at the next ``POST /stacks/{slug}/redeploy``, which rebuilds every service as a new
+revision.
 
 Who owns a stack: a team (a session or API key, or an upgrade_jwt of a team's resource), or,
 with no credential or an anonymous resource's upgrade_jwt, the caller's network. Anonymous
 stacks expire after the anonymous tier's ``stack_ttl_hours`` (6h), can be read by anyone
 holding the slug and cannot be changed afterwards (``403 stack_immutable``). A team stack on a
 tier with deploy slots counts as one app against the cap and has no TTL; on a tier without
-slots (free) it is not counted and expires like an anonymous one.
+slots (free) it is not counted and expires like an anonymous one. Deleting a team stack is
+two-step like deleting an app (deletion.py); an anonymous stack is deleted at once.
 """
 
 from __future__ import annotations
@@ -42,51 +26,24 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-import yaml
-
 from chalicelib import errors
 from chalicelib.config import Settings
+from chalicelib.deploy import deletion
 from chalicelib.deploy.backend import BuildSpec, DeployBackend, DeployStatus, PodLimits
 from chalicelib.deploy.contexts import ContextStore
+from chalicelib.deploy.manifest import SERVICE_REF, Manifest
 from chalicelib.deploy.service import ENV_MAX_BYTES, valid_env
 from chalicelib.deploy.stack_store import ServiceState, Stack, StackEnv, StackStore
+from chalicelib.outbox import Outbox
 from chalicelib.service import iso
 from chalicelib.tiers import Tier, get_tier
 
 log = logging.getLogger(__name__)
 
-MAX_SERVICES = 5
-SERVICE_NAME = re.compile(r"[a-z]([a-z0-9-]{0,29}[a-z0-9])?")  # a DNS label, 1-31 chars
-RESERVED_NAMES = ("name", "manifest")  # form fields of POST /stacks/new
-SERVICE_REF = re.compile(r"service://([a-z](?:[a-z0-9-]{0,29}[a-z0-9])?)")
-DEFAULT_PORT = 8080
-_SERVICE_KEYS = ("port", "expose", "env")
-
-
-class InvalidManifestError(errors.BadRequestError):
-    code = "invalid_manifest"
-
 
 class StackImmutableError(errors.ApiError):
     status = 403
     code = "stack_immutable"
-
-
-@dataclass(frozen=True)
-class ServiceSpec:
-    name: str
-    port: int
-    expose: bool
-    env: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class Manifest:
-    services: tuple[ServiceSpec, ...]
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(s.name for s in self.services)
 
 
 @dataclass(frozen=True)
@@ -96,66 +53,6 @@ class StackCaller:
     anonymous: bool
 
 
-def _bad(message: str) -> InvalidManifestError:
-    return InvalidManifestError(
-        message,
-        agent_action="Fix instant.yaml: services: {<name>: {port, expose, env}}, 1-5 services, "
-        "names [a-z][a-z0-9-]{0,30} not ending in - (see GET /llms.txt, Stacks).",
-    )
-
-
-def parse_manifest(raw: bytes) -> Manifest:
-    """The manifest in ``raw``, validated; ``InvalidManifestError`` says what is wrong."""
-    try:
-        doc = yaml.safe_load(raw.decode("utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise _bad(f"instant.yaml is not valid YAML: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(doc, dict):
-        raise _bad("instant.yaml must be a mapping with a 'services' key.")
-    unknown = [str(k) for k in doc if k != "services"]
-    if unknown:
-        raise _bad(f"Unknown top-level key(s) in instant.yaml: {', '.join(unknown)}.")
-    services = doc.get("services")
-    if not isinstance(services, dict) or not services:
-        raise _bad("'services' must map each service name to its settings.")
-    if len(services) > MAX_SERVICES:
-        raise _bad(f"A stack has at most {MAX_SERVICES} services; this one has {len(services)}.")
-    specs = [_service(name, body, first=i == 0) for i, (name, body) in enumerate(services.items())]
-    names = {s.name for s in specs}
-    for spec in specs:
-        for key, value in spec.env.items():
-            for ref in SERVICE_REF.findall(value):
-                if ref not in names:
-                    raise _bad(f"{spec.name}.env.{key} names service://{ref}, not in the stack.")
-    return Manifest(tuple(specs))
-
-
-def _service(name: Any, body: Any, first: bool) -> ServiceSpec:
-    if not isinstance(name, str) or not SERVICE_NAME.fullmatch(name) or name in RESERVED_NAMES:
-        raise _bad(
-            f"Service name {name!r} must match [a-z][a-z0-9-]{{0,30}}, not end in - "
-            f"(and not be {' or '.join(RESERVED_NAMES)})."
-        )
-    body = {} if body is None else body
-    if not isinstance(body, dict):
-        raise _bad(f"Service '{name}' must be a mapping (port, expose, env).")
-    unknown = [str(k) for k in body if k not in _SERVICE_KEYS]
-    if unknown:
-        raise _bad(f"Unknown key(s) in service '{name}': {', '.join(unknown)}.")
-    port = body.get("port", DEFAULT_PORT)
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise _bad(f"{name}.port must be a number from 1 to 65535.")
-    expose = body.get("expose", first)
-    if not isinstance(expose, bool):
-        raise _bad(f"{name}.expose must be true or false.")
-    env = body.get("env") or {}
-    if not isinstance(env, dict):
-        raise _bad(f"{name}.env must be a mapping of names to strings.")
-    if not all(isinstance(v, str) for v in env.values()):
-        raise _bad(f"{name}.env values must be strings (quote numbers and booleans).")
-    return ServiceSpec(name, port, expose, valid_env(env))
-
-
 class StackService:
     def __init__(
         self,
@@ -163,12 +60,14 @@ class StackService:
         store: StackStore,
         backend: Callable[[], DeployBackend],
         contexts: ContextStore,
+        outbox: Callable[[], Outbox],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._store = store
         self._backend = backend
         self._contexts = contexts
+        self._outbox = outbox
         self._clock = clock
 
     @property
@@ -271,7 +170,7 @@ class StackService:
         updated = replace(
             stack, env=replace(stack.env, stack=merged), updated_at=int(self._clock())
         )
-        if not self._store.save(updated, stack):
+        if self._store.save(updated, stack) is None:
             raise _changed()
         return {
             "ok": True,
@@ -289,29 +188,58 @@ class StackService:
         updated = replace(
             stack, services=services, status=DeployStatus.BUILDING, updated_at=int(self._clock())
         )
-        if not self._store.save(updated, stack):
+        stored = self._store.save(updated, stack)
+        if stored is None:
             raise _changed()
-        self._start_all(updated)
-        return {"ok": True, **self._view(updated, full=False), "redeployed": True}
+        self._start_all(stored)
+        return {"ok": True, **self._view(stored, full=False), "redeployed": True}
 
     # -- deletion and expiry ----------------------------------------------------------------
-    def delete(self, owner: str, slug: str) -> dict[str, Any]:
-        """Remove a stack at once: its team (or, for an anonymous stack, the network that made
-        it) only. Every service leaves the backend and a counted stack frees its slot."""
+    def delete(
+        self, owner: str, email: str, slug: str, skip_confirmation: bool
+    ) -> tuple[int, dict[str, Any]]:
+        """Delete a stack: its team (two-step when the team has an email on file, unless
+        skipped), or for an anonymous stack the network that made it (at once)."""
+        stack = self._deletable(owner, slug)
+        now = int(self._clock())
+        if skip_confirmation or stack.anonymous or not email:
+            self._removed(stack, now)
+            return 200, {"ok": True, "slug": slug, "deletion_status": "deleted"}
+        token, pending = deletion.requested(now)
+        if self._store.save(replace(stack, deletion=pending), stack) is None:
+            raise _changed()
+        path = f"/api/v1/stacks/{slug}/confirm-deletion"
+        subject = deletion.Subject("stack", "slug", slug, stack.name, None, path)
+        base = self._settings.public_base_url
+        deletion.mail_token(self._outbox(), base, email, subject, token, now)
+        return 202, deletion.pending_answer(subject, email, pending)
+
+    def confirm_deletion(self, owner: str, slug: str, token: str) -> dict[str, Any]:
+        stack = self._deletable(owner, slug)
+        now = int(self._clock())
+        deletion.check(stack.deletion, token, now)
+        self._removed(stack, now)
+        return {"ok": True, "slug": slug, "deletion_status": "deleted"}
+
+    def cancel_deletion(self, owner: str, slug: str) -> dict[str, Any]:
+        stack = self._deletable(owner, slug)
+        if stack.deletion and self._store.save(replace(stack, deletion=None), stack) is None:
+            raise _changed()
+        return {"ok": True, "slug": slug, "deletion_status": "cancelled"}
+
+    def _deletable(self, owner: str, slug: str) -> Stack:
         stack = self._store.get(slug) if _SLUG.fullmatch(slug) else None
-        if (
-            stack is None
-            or stack.owner != owner
-            or stack.status.terminal
-            and (stack.status is not DeployStatus.FAILED)
-        ):
+        retired = stack is not None and stack.status in (DeployStatus.DELETED, DeployStatus.EXPIRED)
+        if stack is None or stack.owner != owner or retired:
             raise errors.NotFoundError(
                 f"No stack {slug} of yours here.",
                 agent_action="Delete with the credential (or from the network) that made it.",
             )
-        if not self._remove(stack, DeployStatus.DELETED, int(self._clock())):
+        return stack
+
+    def _removed(self, stack: Stack, now: int) -> None:
+        if not self._remove(stack, DeployStatus.DELETED, now):
             raise _changed()
-        return {"ok": True, "slug": slug, "deletion_status": "deleted"}
 
     def expire(self, stack: Stack, now: int) -> bool:
         """The reaper's removal of a stack whose TTL ran out: every service leaves the backend."""
@@ -368,10 +296,7 @@ class StackService:
         fresh = replace(stack, services=tuple(services), status=_overall(services))
         if fresh.services == stack.services:
             return stack
-        fresh = replace(fresh, updated_at=int(self._clock()))
-        return (
-            replace(fresh, version=stack.version + 1) if self._store.save(fresh, stack) else stack
-        )
+        return self._store.save(replace(fresh, updated_at=int(self._clock())), stack) or stack
 
     def _view(self, stack: Stack, full: bool = True) -> dict[str, Any]:
         backend = self._backend()

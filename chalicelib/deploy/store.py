@@ -2,26 +2,23 @@
 
 Table ``deployments``, pk ``id``; GSI ``by_owner`` (owner, created_at) lists a team's apps,
 ``by_name`` (owner_name = "<owner>#<name>", created_at) finds the app a ``redeploy=true`` names,
-sparse ``by_expiry`` (expiry_shard, expires_at) holds the apps the reaper must visit.
-The team's app count lives in the counters table (``apps#<owner>``), charged in the same
-transaction that writes a new app, so the tier's cap holds under concurrent deploys.
-Env vars are customer secrets: stored sealed (AES-GCM, bound to the record).
+sparse ``by_expiry`` (expiry_shard, expires_at) holds the apps the reaper must visit, sparse
+``by_progress`` (progress_shard) the ones still building or deploying, for the poller.
+Counting, versions, sealing and the TTL index work as for stacks: see records.py.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from chalicelib import dynamo
 from chalicelib.deploy.backend import DeployStatus
+from chalicelib.deploy.records import PendingDeletion, Records, deletion_of
 from chalicelib.dynamo import Dynamo, Item
 from chalicelib.sealing import Sealer
 
 SEAL_LABEL = b"instanode/deploy-env/v1"
-RETIRED_RETENTION_SECONDS = 30 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -41,10 +38,10 @@ class Deployment:
     expires_at: int | None = None
     error_message: str | None = None
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
-    deletion_token_hash: str | None = field(default=None, repr=False)
-    deletion_expires_at: int | None = None
+    deletion: PendingDeletion | None = field(default=None, repr=False)
+    version: int = 1
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self, now: int) -> dict[str, Any]:
         from chalicelib.service import iso
 
         return {
@@ -62,72 +59,31 @@ class Deployment:
             "updated_at": iso(self.updated_at),
             "expires_at": iso(self.expires_at),
             "env_vars": sorted(self.env),  # names only: values are secrets
-            "deletion_status": "pending_confirmation" if self.deletion_token_hash else None,
+            "deletion_status": self.deletion.status(now) if self.deletion else None,
         }
 
 
-class DeploymentStore:
+class DeploymentStore(Records):
     def __init__(self, db: Dynamo, table: str, counters: str, sealer: Sealer, shards: int) -> None:
-        self._db = db
-        self._table = table
-        self._counters = counters
-        self._sealer = sealer
-        self._shards = shards
+        super().__init__(db, table, "id", counters, sealer, shards)
 
     # -- writes -----------------------------------------------------------------------------
     def create(self, d: Deployment, max_apps: int) -> bool:
         """Write a new app and count it against the owner's cap; False when the cap is full."""
-        try:
-            self._db.transact(
-                [
-                    dynamo.put(self._table, self._to_item(d), "attribute_not_exists(id)"),
-                    dynamo.update(
-                        self._counters,
-                        {"pk": self._apps_key(d.owner)},
-                        "ADD n :one",
-                        {":one": 1, ":cap": max_apps},
-                        condition="attribute_not_exists(n) OR n < :cap",
-                    ),
-                ]
-            )
-        except dynamo.TransactionCancelled as exc:
-            if exc.reasons[1].failed:
-                return False
-            raise
-        return True
+        return self.create_item(self._to_item(d), d.owner, max_apps)
 
-    def save(self, d: Deployment, seen: Deployment) -> bool:
-        """Replace the record, only if it is still as ``seen`` (revision and status)."""
-        return self._db.put_if(
-            self._table,
-            self._to_item(d),
-            "revision = :rev AND #s = :status",
-            {":rev": seen.revision, ":status": seen.status.value},
-            {"#s": "status"},
-        )
+    def save(self, d: Deployment, seen: Deployment) -> Deployment | None:
+        """Store ``d`` if the record is still as ``seen``: the stored app (its next version),
+        or None when it changed meanwhile."""
+        stored = replace(d, version=seen.version + 1)
+        return stored if self.replace_item(self._to_item(stored), seen.version) else None
 
     def retire(self, d: Deployment, status: DeployStatus, now: int) -> bool:
         """Mark deleted or expired and give the app's slot back, in one transaction."""
-        retired = replace(d, status=status, updated_at=now, expires_at=None)
-        item = {**self._to_item(retired), "ttl": now + RETIRED_RETENTION_SECONDS}
-        try:
-            self._db.transact(
-                [
-                    dynamo.put(
-                        self._table,
-                        item,
-                        "#s = :status AND revision = :rev",
-                        {":status": d.status.value, ":rev": d.revision},
-                        {"#s": "status"},
-                    ),
-                    dynamo.update(
-                        self._counters, {"pk": self._apps_key(d.owner)}, "ADD n :m", {":m": -1}
-                    ),
-                ]
-            )
-        except dynamo.TransactionCancelled:
-            return False
-        return True
+        retired = replace(
+            d, status=status, updated_at=now, expires_at=None, deletion=None, version=d.version + 1
+        )
+        return self.retire_item(self._to_item(retired), d.version, d.owner, True, now)
 
     def make_permanent(self, owner: str) -> int:
         """Roll ``owner``'s live ``auto_24h`` apps forward to ``permanent`` (a paid upgrade);
@@ -135,13 +91,23 @@ class DeploymentStore:
         changed = 0
         for app in self.owned(owner):
             if app.ttl_policy == "auto_24h" and app.status not in _RETIRED:
-                kept = replace(app, ttl_policy="permanent", expires_at=None)
-                changed += self.save(kept, app)
+                changed += self._kept_forever(app)
         return changed
+
+    def _kept_forever(self, app: Deployment) -> bool:
+        """One app made permanent, re-read and retried if a poll or a redeploy changed it."""
+        for _ in range(3):
+            if self.save(replace(app, ttl_policy="permanent", expires_at=None), app):
+                return True
+            fresh = self.get(app.id)
+            if fresh is None or fresh.status in _RETIRED or fresh.ttl_policy != "auto_24h":
+                return False
+            app = fresh
+        return False
 
     # -- reads ------------------------------------------------------------------------------
     def get(self, app_id: str) -> Deployment | None:
-        item = self._db.get(self._table, {"id": app_id}, consistent=True)
+        item = self.get_item(app_id)
         return self._from_item(item) if item else None
 
     def by_name(self, owner: str, name: str) -> Deployment | None:
@@ -156,8 +122,7 @@ class DeploymentStore:
         return max(live, key=lambda d: d.created_at) if live else None
 
     def owned(self, owner: str) -> list[Deployment]:
-        items = self._db.query(self._table, "by_owner", "#o = :o", {":o": owner}, {"#o": "owner"})
-        return sorted(map(self._from_item, items), key=lambda d: -d.created_at)
+        return [self._from_item(i) for i in self.owned_items(owner)]
 
     def in_progress(self, shard: int) -> Iterator[Deployment]:
         """Apps of one shard still building or deploying (the sparse ``by_progress`` index)."""
@@ -167,13 +132,7 @@ class DeploymentStore:
         return (self._from_item(i) for i in items)
 
     def due(self, shard: int, now: int) -> Iterator[Deployment]:
-        items = self._db.query(
-            self._table,
-            "by_expiry",
-            "expiry_shard = :s AND expires_at <= :now",
-            {":s": str(shard), ":now": now},
-        )
-        return (self._from_item(i) for i in items)
+        return (self._from_item(i) for i in self.due_items(shard, now))
 
     # -- mapping ----------------------------------------------------------------------------
     def _to_item(self, d: Deployment) -> Item:
@@ -191,22 +150,17 @@ class DeploymentStore:
             "ttl_policy": d.ttl_policy,
             "created_at": d.created_at,
             "updated_at": d.updated_at,
-            "env": self._sealer.seal(json.dumps(dict(d.env)).encode(), d.id),
+            "version": d.version,
+            "env": self.seal(dict(d.env), d.id),
+            **self.lifecycle_attrs(d.id, d.expires_at, d.status not in _RETIRED, d.deletion),
         }
-        if d.expires_at is not None and d.status not in _RETIRED:
-            item["expires_at"] = d.expires_at
-            item["expiry_shard"] = dynamo.shard_of(d.id, self._shards)
         if d.status in _IN_PROGRESS:
-            item["progress_shard"] = dynamo.shard_of(d.id, self._shards)
+            item["progress_shard"] = self.shard_of(d.id)
         if d.error_message:
             item["error_message"] = d.error_message
-        if d.deletion_token_hash and d.deletion_expires_at:
-            item["deletion_token_hash"] = d.deletion_token_hash
-            item["deletion_expires_at"] = d.deletion_expires_at
         return item
 
     def _from_item(self, item: Item) -> Deployment:
-        env = json.loads(self._sealer.open(bytes(item["env"]), item["id"]))
         return Deployment(
             id=item["id"],
             owner=item["owner"],
@@ -222,14 +176,10 @@ class DeploymentStore:
             updated_at=int(item["updated_at"]),
             expires_at=item.get("expires_at"),
             error_message=item.get("error_message"),
-            env=env,
-            deletion_token_hash=item.get("deletion_token_hash"),
-            deletion_expires_at=item.get("deletion_expires_at"),
+            env=self.unseal(item["env"], item["id"]),
+            deletion=deletion_of(item),
+            version=int(item["version"]),
         )
-
-    @staticmethod
-    def _apps_key(owner: str) -> str:
-        return f"apps#{owner}"
 
 
 _RETIRED = (DeployStatus.DELETED, DeployStatus.EXPIRED)

@@ -141,7 +141,8 @@ def _text(value: Any) -> str:
 
 @bp.route("/deploy/new", methods=["POST"], content_types=["*/*"])
 def deploy_new() -> Response:
-    """Multipart with the tarball, or JSON naming an ``upload_key`` (POST /deploy/upload-url)."""
+    """Multipart with the tarball, or JSON naming an ``upload_key`` (POST /deploy/upload-url);
+    idempotent (spec convention 7)."""
     request = bp.current_request
     caller = _caller(request, by_upgrade_jwt=True)
     mimetype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -150,12 +151,20 @@ def deploy_new() -> Response:
         fields = {k: v for k, v in body.items() if k in FORM_FIELDS}
         if isinstance(fields.get("env_vars"), dict):
             fields["env_vars"] = json.dumps(fields["env_vars"])
-        fields["tarball"] = get_deploys().uploaded(caller, body.get("upload_key"))
-        form: dict[str, Any] = fields
-    else:
-        form = dict(_form(request))
-    result = get_deploys().deploy(caller, _request(form))
-    return Response(result, status_code=202)
+
+        def create() -> tuple[int, dict[str, Any]]:
+            fields["tarball"] = get_deploys().uploaded(caller, body.get("upload_key"))
+            return 202, get_deploys().deploy(caller, _request(fields))
+
+        return requests.once(request, caller.owner, "/deploy/new", body, create)
+    form = dict(_form(request))
+    return requests.once(
+        request,
+        caller.owner,
+        "/deploy/new",
+        form,
+        lambda: (202, get_deploys().deploy(caller, _request(form))),
+    )
 
 
 @bp.route("/deploy/upload-url", methods=["POST"], content_types=["*/*"])

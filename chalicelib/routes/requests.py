@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from chalice.app import Request
+from chalice.app import Request, Response
 
 from chalicelib import errors
 from chalicelib.config import get_settings
 from chalicelib.fingerprint import caller_of
-from chalicelib.idempotency import MAX_KEY_LENGTH
+from chalicelib.idempotency import MAX_KEY_LENGTH, derive_key
 from chalicelib.models import Caller
 
 if TYPE_CHECKING:
@@ -73,6 +75,27 @@ def idempotency_header(request: Request) -> str | None:
             agent_action="Send a fresh UUID as the Idempotency-Key header.",
         )
     return value
+
+
+def once(
+    request: Request,
+    scope: str,
+    route: str,
+    fields: Mapping[str, Any],
+    create: Callable[[], tuple[int, dict[str, Any]]],
+) -> Response:
+    """Spec convention 7 for the creates outside ProvisionService (deploys, stacks): the
+    ``Idempotency-Key`` header, or a fingerprint of ``fields`` (file parts by their SHA-256)."""
+    from chalicelib.deps import get_idempotency
+
+    body = {
+        k: "sha256:" + hashlib.sha256(v).hexdigest() if isinstance(v, bytes) else v
+        for k, v in fields.items()
+    }
+    key = derive_key(scope, route, body, idempotency_header(request))
+    lease = get_settings().provisioning_lease_seconds
+    outcome = get_idempotency().once(key, lease, create)
+    return Response(outcome.body, status_code=outcome.status_code, headers=dict(outcome.headers))
 
 
 def signed_in_team(request: Request, scope: Scope, what: str) -> tuple[Principal, Team] | None:

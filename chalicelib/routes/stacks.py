@@ -1,7 +1,9 @@
 """Multi-service stacks (manifest format and rules: chalicelib/deploy/stacks.py):
-``POST /stacks/new`` (multipart: ``instant.yaml``, ``name``, one tarball per service),
-``GET /api/v1/stacks/{slug}``, ``PATCH /stacks/{slug}/env``, ``POST /stacks/{slug}/redeploy``
-and ``GET /stacks/{slug}/logs/{svc}`` (plain text, or SSE with ``Accept: text/event-stream``).
+``POST /stacks/new`` (multipart: ``instant.yaml``, ``name``, one tarball per service;
+idempotent, spec convention 7),
+``GET /api/v1/stacks/{slug}``, ``PATCH /stacks/{slug}/env``, ``POST /stacks/{slug}/redeploy``,
+``GET /stacks/{slug}/logs/{svc}`` (plain text, or SSE with ``Accept: text/event-stream``) and
+``DELETE /api/v1/stacks/{slug}`` with its ``confirm-deletion`` (confirm: POST, cancel: DELETE).
 
 Creating needs no credential: without one (or with an anonymous resource's upgrade_jwt) the
 stack is the network's, anonymous and short-lived. A session or API key (scope write for
@@ -19,6 +21,7 @@ from chalicelib.deps import get_stacks
 from chalicelib.routes import requests
 
 if TYPE_CHECKING:  # the stack modules (and PyYAML) load on the first stack request
+    from chalicelib.auth import Principal
     from chalicelib.deploy.stacks import StackCaller
 
 bp = Blueprint(__name__)
@@ -49,15 +52,18 @@ def _creator(request: Request) -> StackCaller:
 
 def _owner(request: Request, write: bool = False) -> str | None:
     """The team a credential names (None without one): reads of team stacks, and changes."""
+    principal = _principal(request, write)
+    return principal.owner if principal else None
+
+
+def _principal(request: Request, write: bool = False) -> Principal | None:
     from chalicelib.accounts import Scope
     from chalicelib.deps import get_authenticator
 
     principal = get_authenticator().optional(request.headers)
-    if principal is None:
-        return None
-    if write and not principal.scope.covers(Scope.WRITE):
+    if principal is not None and write and not principal.scope.covers(Scope.WRITE):
         raise errors.ForbiddenError("Changing a stack needs an API key with the 'write' scope.")
-    return principal.owner
+    return principal
 
 
 def _parts(request: Request) -> list[tuple[str, bytes]]:
@@ -76,7 +82,7 @@ def _parts(request: Request) -> list[tuple[str, bytes]]:
 
 @bp.route("/stacks/new", methods=["POST"], content_types=["*/*"])
 def stacks_new() -> Response:
-    from chalicelib.deploy.stacks import parse_manifest
+    from chalicelib.deploy.manifest import parse_manifest
 
     request = bp.current_request
     caller = _creator(request)
@@ -94,10 +100,13 @@ def stacks_new() -> Response:
             agent_action="Add -F instant.yaml=@instant.yaml (see GET /llms.txt, Stacks).",
         )
     manifest = parse_manifest(manifests[0])
-    if caller.anonymous or caller.tier.deploys.apps <= 0:
-        _take_uncounted_slot(caller.owner)
-    result = get_stacks().create(caller, name, manifest, form)
-    return Response(result, status_code=202)
+
+    def create() -> tuple[int, dict[str, Any]]:
+        if caller.anonymous or caller.tier.deploys.apps <= 0:
+            _take_uncounted_slot(caller.owner)
+        return 202, get_stacks().create(caller, name, manifest, form)
+
+    return requests.once(request, caller.owner, "/stacks/new", dict(parts), create)
 
 
 def _take_uncounted_slot(owner: str) -> None:
@@ -163,8 +172,36 @@ def stack_logs(slug: str, svc: str) -> Response:
 
 
 @bp.route("/api/v1/stacks/{slug}", methods=["DELETE"])
-def delete_stack(slug: str) -> dict[str, Any]:
-    """Delete at once (a team's stack with its credential; an anonymous one from its network)."""
+def delete_stack(slug: str) -> Response:
+    """A team's stack: two-step (``X-Skip-Email-Confirmation: yes`` deletes at once); an
+    anonymous one: at once, from the network that made it."""
     request = bp.current_request
-    owner = _owner(request, write=True) or requests.caller(request).owner
-    return get_stacks().delete(owner, slug)
+    principal = _principal(request, write=True)
+    owner = principal.owner if principal else requests.caller(request).owner
+    skip = request.headers.get("x-skip-email-confirmation", "").lower() == "yes"
+    email = principal.email if principal else ""
+    status, body = get_stacks().delete(owner, email, slug, skip)
+    return Response(body, status_code=status)
+
+
+@bp.route("/api/v1/stacks/{slug}/confirm-deletion", methods=["POST"], content_types=["*/*"])
+def confirm_stack_deletion(slug: str) -> dict[str, Any]:
+    request = bp.current_request
+    params = request.query_params
+    token = str(params.get("token", "")) if params else ""
+    return get_stacks().confirm_deletion(_team(request), slug, token)
+
+
+@bp.route("/api/v1/stacks/{slug}/confirm-deletion", methods=["DELETE"])
+def cancel_stack_deletion(slug: str) -> dict[str, Any]:
+    return get_stacks().cancel_deletion(_team(bp.current_request), slug)
+
+
+def _team(request: Request) -> str:
+    principal = _principal(request, write=True)
+    if principal is None:
+        raise errors.UnauthorizedError(
+            "Confirming a stack's deletion needs the team's session or API key.",
+            agent_action="Send 'Authorization: Bearer <api key>' of the team owning the stack.",
+        )
+    return principal.owner

@@ -45,10 +45,18 @@ def site(body: str, dockerfile_extra: str = "") -> bytes:
     return context({"Dockerfile": dockerfile, "index.html": body})
 
 
-def deploy(client: Client, token: str, tarball: bytes, name: str = "web", **fields: str) -> Reply:
+def deploy(
+    client: Client,
+    token: str,
+    tarball: bytes,
+    name: str = "web",
+    idempotency_key: str | None = None,
+    **fields: str,
+) -> Reply:
     form = MultipartEncoder(
         fields={"name": name, **fields, "tarball": ("app.tar.gz", tarball, "application/gzip")}
     )
+    headers = {"Idempotency_Key": idempotency_key} if idempotency_key else {}
     return call(
         client,
         "POST",
@@ -56,6 +64,7 @@ def deploy(client: Client, token: str, tarball: bytes, name: str = "web", **fiel
         form.to_string(),
         bearer=token,
         Content_Type=form.content_type,
+        **headers,
     )
 
 
@@ -139,7 +148,38 @@ def test_second_app_over_the_hobby_cap_is_refused(client: Client, hobby: str) ->
     bucket = deps.get_settings().deploy.bucket
     listed = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="deploys/")
     keys = [o["Key"] for o in listed.get("Contents", [])]
-    assert keys == [f"deploys/{first['id']}/1.tar.gz"]  # the refused one left no context
+    assert [k.rsplit("-", 1)[0] for k in keys] == [f"deploys/{first['id']}/1"]  # refused: none
+
+
+def test_identical_deploy_retried_is_a_replay_not_a_second_app(client: Client, hobby: str) -> None:
+    tarball = site("once")  # a retry sends the same bytes (in a new multipart boundary)
+    first = deploy(client, hobby, tarball, name="once")
+    assert (first.status, first.headers["x-idempotency-source"]) == (202, "miss")
+    again = deploy(client, hobby, tarball, name="once")
+    assert again.status == 202 and again.headers["x-idempotent-replay"] == "true"
+    assert again.headers["x-idempotency-source"] == "fingerprint"
+    assert again.body["id"] == first.body["id"]
+    listed = call(client, "GET", "/api/v1/deployments", bearer=hobby).body["items"]
+    assert [a["id"] for a in listed] == [first.body["id"]]
+
+
+def test_idempotency_key_reused_with_another_tarball_is_a_conflict(
+    client: Client, hobby: str
+) -> None:
+    assert deploy(client, hobby, site("a"), name="k", idempotency_key="deploy-k1").status == 202
+    other = deploy(client, hobby, site("b"), name="k", idempotency_key="deploy-k1")
+    assert other.error == (409, "idempotency_key_conflict")
+
+
+def test_a_refused_deploy_does_not_hold_its_idempotency_key(client: Client, hobby: str) -> None:
+    bad = context({"index.html": "no dockerfile"})
+    for _ in range(2):  # the retry is checked again, not answered from a stored failure
+        assert deploy(client, hobby, bad, idempotency_key="deploy-k2").error == (
+            400,
+            "dockerfile_not_found",
+        )
+    good = deploy(client, hobby, site("fixed"), idempotency_key="deploy-k3")
+    assert good.status == 202 and "x-idempotent-replay" not in good.headers
 
 
 def test_deploy_needs_a_paid_tier(client: Client, stack: Stack) -> None:

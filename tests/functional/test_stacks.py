@@ -23,7 +23,14 @@ from devstack.stack import Stack
 from tests.conftest import fresh_ip
 from tests.functional import test_deploys
 from tests.functional.accounts_fixtures import Reply, call, sign_in
-from tests.functional.test_deploys import BASE, DEADLINE_SECONDS, context, get_app, site
+from tests.functional.test_deploys import (
+    BASE,
+    DEADLINE_SECONDS,
+    context,
+    get_app,
+    magic_link_token,
+    site,
+)
 
 base_image = test_deploys.base_image  # fixtures, shared (not copied)
 hobby = test_deploys.hobby
@@ -288,22 +295,55 @@ def test_expiry_job_removes_an_expired_stacks_containers(client: Client, stacks:
     assert expired is not None and expired.status.value == "expired"
 
 
-def test_delete_team_stack_frees_its_slot_and_containers(
+def test_delete_team_stack_in_two_steps_frees_its_slot_and_containers(
     client: Client, stack: Stack, hobby: str, stacks: list[str]
 ) -> None:
     slug = new_stack(client, "services: {web: {}}", {"web": site("x")}, hobby).body["slug"]
     stacks.append(slug)
+    assert wait_stack(client, slug, hobby, "healthy", "failed")["status"] == "healthy"
     other = sign_in(client, stack)
     assert call(client, "DELETE", f"/api/v1/stacks/{slug}", bearer=other).error == (
         404,
         "not_found",
     )
-    gone = call(client, "DELETE", f"/api/v1/stacks/{slug}", bearer=hobby)
+    pending = call(client, "DELETE", f"/api/v1/stacks/{slug}", bearer=hobby)
+    assert pending.status == 202 and pending.body["deletion_status"] == "pending_confirmation"
+    assert containers_of(slug) != []  # nothing is deleted until the token comes back
+    email = call(client, "GET", "/auth/me", bearer=hobby).body["user"]["email"]
+    token = magic_link_token(stack, email)
+    confirm = f"/api/v1/stacks/{slug}/confirm-deletion"
+    assert call(client, "POST", f"{confirm}?token={token}", bearer=other).error == (
+        404,
+        "not_found",
+    )
+    wrong = call(client, "POST", f"{confirm}?token=x", bearer=hobby)
+    assert wrong.error == (400, "invalid_confirmation_token")
+    gone = call(client, "POST", f"{confirm}?token={token}", bearer=hobby)
     assert gone.body == {"ok": True, "slug": slug, "deletion_status": "deleted"}
     assert containers_of(slug) == []
     again = new_stack(client, "services: {a: {}}", {"a": site("a")}, hobby)
     assert again.status == 202  # the slot is free again
     stacks.append(again.body["slug"])
+
+
+def test_cancelled_stack_deletion_keeps_it_and_the_token_stops_working(
+    client: Client, stack: Stack, hobby: str, stacks: list[str]
+) -> None:
+    slug = new_stack(client, "services: {web: {}}", {"web": site("x")}, hobby).body["slug"]
+    stacks.append(slug)
+    assert call(client, "DELETE", f"/api/v1/stacks/{slug}", bearer=hobby).status == 202
+    email = call(client, "GET", "/auth/me", bearer=hobby).body["user"]["email"]
+    token = magic_link_token(stack, email)
+    confirm = f"/api/v1/stacks/{slug}/confirm-deletion"
+    cancelled = call(client, "DELETE", confirm, bearer=hobby)
+    assert cancelled.body["deletion_status"] == "cancelled"
+    late = call(client, "POST", f"{confirm}?token={token}", bearer=hobby)
+    assert late.error == (400, "invalid_confirmation_token")
+    assert call(client, "GET", f"/api/v1/stacks/{slug}", bearer=hobby).body["status"] != "deleted"
+    skipped = call(
+        client, "DELETE", f"/api/v1/stacks/{slug}", bearer=hobby, X_Skip_Email_Confirmation="yes"
+    )
+    assert skipped.body["deletion_status"] == "deleted" and containers_of(slug) == []
 
 
 def test_delete_anonymous_stack_only_from_its_network(client: Client, stacks: list[str]) -> None:
@@ -324,3 +364,19 @@ def test_fourth_anonymous_stack_of_a_network_in_a_day_is_rate_limited(
         stacks.append(made.body["slug"])
     over = new_stack(client, "services: {web: {}}", {"web": site("x")}, ip=ip)
     assert over.error == (429, "rate_limited") and over.headers["retry-after"]
+
+
+def test_identical_stack_retried_is_a_replay_and_takes_no_second_slot(
+    client: Client, stacks: list[str]
+) -> None:
+    ip, tarball = fresh_ip(), site("x")  # a retry sends the same bytes
+    first = new_stack(client, "services: {web: {}}", {"web": tarball}, ip=ip)
+    assert first.status == 202
+    stacks.append(first.body["slug"])
+    again = new_stack(client, "services: {web: {}}", {"web": tarball}, ip=ip)
+    assert again.status == 202 and again.headers["x-idempotent-replay"] == "true"
+    assert again.body["slug"] == first.body["slug"]
+    for n in range(UNCOUNTED_STACKS_PER_DAY - 1):  # the replay used none of the day's slots
+        made = new_stack(client, "services: {web: {}}", {"web": site(f"other {n}")}, ip=ip)
+        assert made.status == 202, made
+        stacks.append(made.body["slug"])
