@@ -239,7 +239,16 @@ STACK_PATHS: dict[str, Any] = {
     "/api/v1/stacks/{slug}": {
         "parameters": _SLUG,
         "get": _op("A stack: manifest, per-service status and URLs, env names", (404,)),
-        "delete": _op("Delete a stack at once (its team, or the network that made it)", (404,)),
+        "delete": _op(
+            "Delete a stack: a team's in two steps (202 pending_confirmation, or 200 with "
+            "X-Skip-Email-Confirmation: yes), an anonymous one at once from its network",
+            (404,),
+        ),
+    },
+    "/api/v1/stacks/{slug}/confirm-deletion": {
+        "parameters": _SLUG,
+        "post": _op("Confirm a stack's deletion (query: token)", (400, 401, 404), auth=True),
+        "delete": _op("Cancel a stack's pending deletion", (401, 404), auth=True),
     },
     "/stacks/{slug}/env": {
         "parameters": _SLUG,
