@@ -311,6 +311,33 @@ class AccountStore:
             return False
         return True
 
+    def count_cli_attempt(self, session_id: str, now: int, max_attempts: int) -> int | None:
+        """Count one approval attempt on a pending, unexpired session with attempts left: the
+        attempts so far, or None when there is nothing left to approve."""
+        attempts = self._db.update_returning(
+            dynamo.update(
+                self._table,
+                {"pk": f"cli#{session_id}"},
+                "ADD attempts :one",
+                {":one": 1, ":max": max_attempts, ":pending": "pending", ":now": now},
+                condition="#s = :pending AND expires_at > :now "
+                "AND (attribute_not_exists(attempts) OR attempts < :max)",
+                names={"#s": "status"},
+            )
+        )
+        return None if attempts is None else int(attempts["attempts"])
+
+    def end_cli_session(self, session_id: str) -> None:
+        """Close a still-pending session for good (polls see ``expired``)."""
+        self._db.update_if(
+            self._table,
+            {"pk": f"cli#{session_id}"},
+            "SET #s = :expired",
+            "#s = :pending",
+            {":expired": "expired", ":pending": "pending"},
+            names={"#s": "status"},
+        )
+
     def take_cli_token(self, session_id: str) -> bytes | None:
         item = self._db.take(self._table, {"pk": f"clitoken#{session_id}"}, "attribute_exists(pk)")
         return bytes(item["sealed"]) if item else None

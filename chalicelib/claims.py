@@ -116,11 +116,28 @@ class ClaimService:
         self._send_link(link, "Your instanode sign-in link", "sign in")  # quietly capped
 
     def follow(self, secret: str) -> SignedIn | None:
-        """Use a sign-in link (once). None when it is unknown, used or expired."""
+        """Use a sign-in link (once). None when it is unknown, used or expired.
+
+        Taking the link (a conditional delete) makes this follow its only holder: a second
+        follow at the same time finds nothing, so two never adopt at once. If anything after
+        that fails (a DynamoDB error midway through the claim), the link is put back as it was
+        (same expiry) and the error propagates: following the link again resumes the claim,
+        because every step repeats safely. Signing up finds the user made the first time,
+        adopting moves only what the network still owns (``TeamService.adopt``), and marking
+        the network claimed is a plain set. Once a follow has succeeded the link stays taken.
+        """
         now = int(self._clock())
         link = self._accounts.take_link(secret, now) if secret else None
         if link is None:
             return None
+        try:
+            return self._sign_in(link, now)
+        except Exception:
+            log.warning("sign-in link failed midway; it is restored for another try")
+            self._accounts.put_link(secret, link)
+            raise
+
+    def _sign_in(self, link: Link, now: int) -> SignedIn:
         default_team = f"{link.email.split('@')[0][:50]}'s team"
         user, team = self._accounts.sign_up(link.email, link.team_name or default_team, now)
         claimed = 0

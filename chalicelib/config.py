@@ -61,6 +61,9 @@ class DeploySettings:
     kaniko_image: str
     ingress_class: str
     cluster_issuer: str  # cert-manager ClusterIssuer for the apps' TLS certificates
+    # Secrets the operator creates once in kube_namespace; every kaniko Job uses both:
+    kube_build_aws_secret: str = "instanode-build-aws"  # AWS_* env vars: reads the contexts
+    kube_registry_auth_secret: str = "instanode-registry-auth"  # dockerconfigjson: pushes
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> DeploySettings:
@@ -88,6 +91,12 @@ class DeploySettings:
             ),
             ingress_class=env.get("INSTANODE_INGRESS_CLASS", "nginx"),
             cluster_issuer=env.get("INSTANODE_CLUSTER_ISSUER", "letsencrypt"),
+            kube_build_aws_secret=env.get(
+                "INSTANODE_KUBE_BUILD_AWS_SECRET", cls.kube_build_aws_secret
+            ),
+            kube_registry_auth_secret=env.get(
+                "INSTANODE_KUBE_REGISTRY_AUTH_SECRET", cls.kube_registry_auth_secret
+            ),
         )
 
 

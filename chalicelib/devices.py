@@ -1,5 +1,13 @@
-"""The CLI device flow: the CLI starts a session and polls it; a signed-in person approves it in
-the browser; the next poll hands the CLI an API key (scope write) exactly once.
+"""The CLI device flow (RFC 8628): the CLI starts a session and polls it; a signed-in person
+approves it in the browser; the next poll hands the CLI an API key (scope write) exactly once.
+
+Against phishing (someone starts a session and sends a victim its ``auth_url``), approval needs
+the session's ``user_code``, 8 letters (``XXXX-XXXX``) that ``POST /auth/cli`` returns for the
+CLI to print: the approve page asks the user to type the code their own terminal shows, and
+``auth_url`` carries only the session id. The code is an HMAC of the session id under a key
+derived from the platform secret, so it is never stored; it is compared in constant time. Every
+approval attempt is counted on the session record before its code is looked at, and the fifth
+wrong code ends the session (polls then see ``expired``): at most 5 guesses of 20^8 codes.
 
 The key's secret waits between approval and that poll sealed (AES-GCM, bound to the session) in
 a record of its own, and the poll takes it with a conditional delete: a second poll, or anyone
@@ -8,11 +16,13 @@ reading the table, gets nothing. Approval, the key and the parked secret are one
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from chalicelib import errors
 from chalicelib.accounts import SEAL_LABEL, AccountStore, CliSession, Scope
@@ -23,7 +33,17 @@ from chalicelib.service import iso
 
 SESSION_SECONDS = 300
 POLL_SECONDS = 2
+MAX_CODE_ATTEMPTS = 5  # approval attempts per session; the last wrong one ends it
+CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"  # no vowels (no words), no look-alikes (0/O, 1/I)
+CODE_LENGTH = 8
+CODE_LABEL = b"instanode/cli-user-code/v1"
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+class InvalidUserCodeError(errors.BadRequestError):
+    """The code typed on the approve page is not the one the CLI printed."""
+
+    code = "invalid_user_code"
 
 
 class DeviceFlow:
@@ -33,14 +53,17 @@ class DeviceFlow:
         self._base_url = settings.public_base_url
         self._accounts = accounts
         self._sealer = Sealer(settings.jwt_secret, SEAL_LABEL)
+        self._code_key = hmac.new(settings.jwt_secret.encode(), CODE_LABEL, hashlib.sha256).digest()
         self._clock = clock
 
     def start(self) -> dict[str, Any]:
         session = CliSession(str(uuid.uuid4()), "pending", int(self._clock()) + SESSION_SECONDS)
         self._accounts.put_cli_session(session)
+        code = self._user_code(session.id)
         return {
             "ok": True,
             "session_id": session.id,
+            "user_code": f"{code[:4]}-{code[4:]}",
             "auth_url": f"{self._base_url}/cli/approve?session={session.id}",
             "expires_at": iso(session.expires_at),
             "poll_interval_seconds": POLL_SECONDS,
@@ -57,18 +80,56 @@ class DeviceFlow:
             body["api_token"] = self._sealer.open(sealed, _bound(session.id)).decode()
         return body
 
-    def approve(self, principal: Principal, session_id: str) -> dict[str, Any]:
+    def approve(self, principal: Principal, session_id: str, user_code: Any) -> dict[str, Any]:
+        """Approve with the code the CLI printed. The attempt is counted before the code is
+        compared, so parallel guesses get no more than MAX_CODE_ATTEMPTS answers either."""
         session = self._session(session_id)
+        if not isinstance(user_code, str) or not user_code.strip():
+            raise errors.BadRequestError(
+                "Send the code the terminal shows as 'user_code'.",
+                agent_action="Ask the user for the code their CLI printed (like BCDF-GHJK) and "
+                "send it as 'user_code'.",
+            )
         now = int(self._clock())
+        attempts = self._accounts.count_cli_attempt(session.id, now, MAX_CODE_ATTEMPTS)
+        if attempts is None:
+            raise _not_pending()
+        typed = re.sub(r"[\s-]", "", user_code).upper().encode()
+        if not hmac.compare_digest(typed, self._user_code(session.id).encode()):
+            self._wrong_code(session.id, MAX_CODE_ATTEMPTS - attempts)
         secret, key = new_api_key(principal, "CLI", Scope.WRITE, now)
         sealed = self._sealer.seal(secret.encode(), _bound(session.id))
         key_item = self._accounts.api_key_item(secret, key)
         if not self._accounts.approve_cli_session(session.id, sealed, key_item, now):
-            raise errors.SessionNotPendingError(
-                "This CLI sign-in is no longer waiting for approval (expired or already approved).",
-                agent_action="Start a new sign-in from the CLI.",
-            )
+            raise _not_pending()
         return {"ok": True, "status": "approved"}
+
+    def _wrong_code(self, session_id: str, attempts_left: int) -> NoReturn:
+        if attempts_left > 0:
+            raise InvalidUserCodeError(
+                "That code does not match this sign-in. Type the code your terminal shows "
+                f"({attempts_left} attempt(s) left).",
+                agent_action="Ask the user for the exact code their CLI printed. If they did "
+                "not start this sign-in themselves, do not approve it.",
+                attempts_left=attempts_left,
+            )
+        self._accounts.end_cli_session(session_id)
+        raise InvalidUserCodeError(
+            "That code does not match this sign-in, and it was the last attempt: this sign-in "
+            "is closed.",
+            agent_action="Start a new sign-in from the CLI and type the code it prints.",
+            attempts_left=0,
+        )
+
+    def _user_code(self, session_id: str) -> str:
+        """The session's 8-letter code (without the dash), derived, never stored."""
+        digest = hmac.new(self._code_key, session_id.encode(), hashlib.sha256).digest()
+        n = int.from_bytes(digest, "big")  # 256 bits: 8 base-20 digits are all but uniform
+        letters = []
+        for _ in range(CODE_LENGTH):
+            n, i = divmod(n, len(CODE_ALPHABET))
+            letters.append(CODE_ALPHABET[i])
+        return "".join(letters)
 
     def _session(self, session_id: str) -> CliSession:
         found = self._accounts.cli_session(session_id) if _UUID.fullmatch(session_id) else None
@@ -79,6 +140,14 @@ class DeviceFlow:
                 "it returns.",
             )
         return found
+
+
+def _not_pending() -> errors.ApiError:
+    return errors.SessionNotPendingError(
+        "This CLI sign-in is no longer waiting for approval (expired, already approved, or "
+        "closed after too many wrong codes).",
+        agent_action="Start a new sign-in from the CLI.",
+    )
 
 
 def _bound(session_id: str) -> str:

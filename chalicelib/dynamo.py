@@ -279,6 +279,17 @@ class Dynamo:
         """A conditional single-item update; False when the condition does not hold."""
         return self.apply_if(update(table, key, expression, values, condition, names))
 
+    def update_returning(self, item: Mapping[str, Any]) -> Item | None:
+        """Run one conditional ``update`` transaction item on its own; the attributes it
+        changed, as they are now, or None when the condition does not hold."""
+        op = dict(item["Update"])
+        op.pop("ReturnValuesOnConditionCheckFailure", None)
+        try:
+            out = self.client.update_item(**op, ReturnValues="UPDATED_NEW")
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return None
+        return from_wire(out.get("Attributes", {}))
+
     def apply_if(self, item: Mapping[str, Any]) -> bool:
         """Run one conditional ``update`` transaction item on its own (no transaction)."""
         op = dict(item["Update"])

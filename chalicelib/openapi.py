@@ -95,10 +95,15 @@ ACCOUNT_PATHS: dict[str, Any] = {
     },
     "/auth/me": {"get": _op("The signed-in user and team", (401,), auth=True)},
     "/auth/logout": {"post": _op("Revoke this session", (401, 403), auth=True)},
-    "/auth/cli": {"post": _op("Start a CLI device-flow sign-in", ())},
+    "/auth/cli": {"post": _op("Start a CLI device-flow sign-in (the CLI prints user_code)", ())},
     "/auth/cli/{session_id}": {"get": _op("Poll a CLI sign-in (api_token once approved)", (404,))},
     "/auth/cli/{session_id}/approve": {
-        "post": _op("Approve a CLI sign-in (session only)", (401, 403, 404, 409), {}, auth=True)
+        "post": _op(
+            "Approve a CLI sign-in with the code the CLI printed (session only; 5 attempts)",
+            (400, 401, 403, 404, 409),
+            {"user_code": {**_STR, "description": "XXXX-XXXX, as POST /auth/cli returned it"}},
+            auth=True,
+        )
     },
     "/api/v1/api-keys": {
         "get": _op("The team's API keys", (401,), auth=True),

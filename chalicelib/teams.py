@@ -68,7 +68,11 @@ class TeamService:
 
     def adopt(self, owner: str, team: Team) -> list[Resource]:
         """Move every live resource of ``owner`` (an anonymous network) into ``team``, on the
-        team's tier. A claimed resource keeps its expiry unless the team's tier has none."""
+        team's tier. A claimed resource keeps its expiry unless the team's tier has none.
+
+        Idempotent and resumable: each resource moves in a transaction conditioned on its
+        owner, and its backend limits follow at once (``_resize`` never raises), so after a
+        failure midway a second call moves exactly what the first left, and never twice."""
         tier = self._tiers[team.tier]
         moved = []
         for r in self._store.active_owned(owner):
@@ -123,11 +127,11 @@ class TeamService:
     def _resize(self, r: Resource, tier: Tier) -> bool | None:
         """Apply the tier's limits on the backend; None where the backend needs nothing (the
         quota job reads limits from the record), False when it failed (logged)."""
-        provider = self._providers(r.kind)
-        backend = self._settings.backend_of(r)
-        if not isinstance(provider, Resizer) or backend is None:
-            return None
         try:
+            provider = self._providers(r.kind)
+            backend = self._settings.backend_of(r)
+            if not isinstance(provider, Resizer) or backend is None:
+                return None
             provider.resize(backend, Tenant(r.ref, tier.limits(r.kind), r.stored))
         except Exception:
             log.exception("could not apply %s limits to %s", tier.name, r.id)

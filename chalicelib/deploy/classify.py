@@ -72,6 +72,21 @@ MISSING_MODULE = _rule(
 
 BUILD_RULES: tuple[Rule, ...] = (
     _rule(
+        r"please provide a valid path to a Dockerfile",
+        "DockerfileNotFound",
+        "There is no Dockerfile in the build context",
+        "The archive has no file named `Dockerfile` at its root; put one there (capital D, no "
+        "extension), archive the directory's contents with `tar -czf app.tar.gz -C <dir> .` "
+        "and redeploy.",
+    ),
+    _rule(
+        r"error resolving source context",
+        "BuildContextUnavailable",
+        "The build could not read the uploaded archive",
+        "The builder could not fetch the uploaded archive from our storage; this is on our "
+        "side, so redeploy in a minute and contact support if it keeps happening.",
+    ),
+    _rule(
         r"(?i)dockerfile parse error|unknown instruction:|no FROM statement|"
         r"no build stage in current context|file with no instructions",
         "DockerfileSyntax",
@@ -80,11 +95,11 @@ BUILD_RULES: tuple[Rule, ...] = (
         "as the first instruction) and redeploy.",
     ),
     _rule(
-        r"error pushing image|failed to push to destination",
+        r"error pushing image|failed to push to destination|error checking push permissions",
         "ImagePushFailed",
-        "The built image could not be stored",
-        "The image was built but our registry refused it; this is on our side, so redeploy in "
-        "a minute and contact support if it keeps happening.",
+        "The image could not be stored in our registry",
+        "Our image registry refused the image; this is on our side, not in the app, so "
+        "redeploy in a minute and contact support if it keeps happening.",
     ),
     _rule(
         r"(?i)initializing source docker://|pinging container registry|manifest unknown|"
@@ -162,7 +177,7 @@ RUNTIME_RULES: tuple[Rule, ...] = (
 
 def classify_build(log: Sequence[str], exit_code: int | None, at: int) -> Event:
     """The cause of a failed image build, from its log."""
-    lines = _lines(log)
+    lines = _without_usage(_lines(log))
     code = _exit_code(exit_code, lines)
     found = _first_match(BUILD_RULES, lines, code)
     if found:
@@ -286,6 +301,15 @@ def _lines(log: Sequence[str]) -> list[str]:
             if line.strip():
                 out.append(line if len(line) <= MAX_LINE else line[:MAX_LINE] + "...")
     return out
+
+
+def _without_usage(lines: list[str]) -> list[str]:
+    """The log without the help kaniko prints after ``Error: ...`` when it cannot start (the
+    usage and some seventy flags), so last_lines ends with the error."""
+    for i in range(len(lines) - 1):
+        if lines[i] == "Usage:" and lines[i + 1].strip() == "executor [flags]":
+            return lines[:i]
+    return lines
 
 
 def _tail(lines: list[str]) -> tuple[str, ...]:

@@ -18,10 +18,6 @@ from chalicelib.deploy.backend import BuildSpec, PodLimits
 
 Manifest = dict[str, Any]
 
-# Secrets the platform operator creates once in the apps namespace (not in DeploySettings yet):
-BUILD_AWS_SECRET = "instanode-build-aws"  # AWS_ACCESS_KEY_ID/SECRET/REGION: read the contexts
-REGISTRY_AUTH_SECRET = "instanode-registry-auth"  # kubernetes.io/dockerconfigjson: push images
-
 BUILD_DEADLINE_SECONDS = 900
 BUILD_TTL_SECONDS = 86400  # the Job (and its pod's log) stays a day for observe/logs
 BUILD_CPU = ("500m", "2")  # request, limit
@@ -156,7 +152,7 @@ def build_job(spec: BuildSpec, settings: DeploySettings) -> Manifest:
         "name": "kaniko",
         "image": settings.kaniko_image,
         "args": kaniko_args(spec, settings),
-        "envFrom": [{"secretRef": {"name": BUILD_AWS_SECRET}}],
+        "envFrom": [{"secretRef": {"name": settings.kube_build_aws_secret}}],
         "resources": {
             "requests": {"cpu": BUILD_CPU[0], "memory": BUILD_MEMORY[0]}
             | {"ephemeral-storage": BUILD_DISK[0]},
@@ -200,7 +196,7 @@ def build_job(spec: BuildSpec, settings: DeploySettings) -> Manifest:
                         {
                             "name": "registry-auth",
                             "secret": {
-                                "secretName": REGISTRY_AUTH_SECRET,
+                                "secretName": settings.kube_registry_auth_secret,
                                 "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
                             },
                         }

@@ -168,16 +168,21 @@
     hide("approve-loading");
     if (!me.ok) return show("approve-error", errorText(me));
     $("approve-user").textContent = me.data.user.email;
-    $("session-code").textContent = session.slice(0, 8);
-    show("approve-panel");
-    $("approve").addEventListener("click", async () => {
-      $("approve").disabled = true;
+    show("approve-form");
+    $("user-code").focus();
+    // The code is typed, never taken from the link: a link someone else sent approves nothing.
+    onSubmit("approve-form", "approve", async () => {
       hide("approve-error");
-      const resp = await call("POST", `/auth/cli/${encodeURIComponent(session)}/approve`, {});
-      $("approve").disabled = false;
-      if (!resp.ok) return show("approve-error", errorText(resp));
-      hide("approve-panel");
-      show("approved");
+      const path = `/auth/cli/${encodeURIComponent(session)}/approve`;
+      const resp = await call("POST", path, { user_code: $("user-code").value });
+      if (resp.ok) {
+        hide("approve-form");
+        return show("approved");
+      }
+      // A wrong code may be typed again while attempts are left; any other refusal is final.
+      const retry = resp.data.error === "invalid_user_code" && resp.data.attempts_left > 0;
+      if (!retry) hide("approve-form");
+      show("approve-error", errorText(resp));
     });
   }
 

@@ -94,7 +94,8 @@ def cli_poll(session_id: str) -> dict[str, Any]:
 @bp.route("/auth/cli/{session_id}/approve", methods=["POST"], content_types=ANY_CONTENT_TYPE)
 def cli_approve(session_id: str) -> dict[str, Any]:
     principal = get_authenticator().require_session(bp.current_request.headers)
-    return get_devices().approve(principal, session_id)
+    body = requests.json_object(bp.current_request)
+    return get_devices().approve(principal, session_id, body.get("user_code"))
 
 
 # -- API keys -----------------------------------------------------------------------------------

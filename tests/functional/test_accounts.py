@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from chalice.test import Client
 
 from chalicelib import deps, errors
 from chalicelib.billing import razorpay_signature
-from chalicelib.devices import SESSION_SECONDS, DeviceFlow
+from chalicelib.devices import MAX_CODE_ATTEMPTS, SESSION_SECONDS, DeviceFlow
 from chalicelib.models import team_owner
 from chalicelib.store import ResourceStore
 from chalicelib.tokens import Signer
@@ -151,14 +152,46 @@ def test_list_keys_never_shows_the_secret(client: Client, session: str) -> None:
 
 
 # -- the CLI device flow ------------------------------------------------------------------------
-def cli_start(client: Client) -> str:
-    session_id: str = call(client, "POST", "/auth/cli").body["session_id"]
-    return session_id
+USER_CODE = re.compile(r"[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}")
+
+
+def cli_start(client: Client) -> dict[str, Any]:
+    """A new device-flow session: session_id, user_code, auth_url, expires_at."""
+    started = call(client, "POST", "/auth/cli")
+    assert started.status == 200, started
+    body: dict[str, Any] = started.body
+    return body
+
+
+def cli_approve(client: Client, session_id: str, bearer: str, user_code: Any) -> Reply:
+    body = {} if user_code is None else {"user_code": user_code}
+    return call(client, "POST", f"/auth/cli/{session_id}/approve", body, bearer=bearer)
+
+
+def cli_poll(client: Client, session_id: str) -> dict[str, Any]:
+    polled = call(client, "GET", f"/auth/cli/{session_id}")
+    assert polled.status == 200, polled
+    body: dict[str, Any] = polled.body
+    return body
+
+
+def wrong_code(user_code: str) -> str:
+    """Another well-formed code."""
+    first = "C" if user_code[0] == "B" else "B"
+    return first + user_code[1:]
 
 
 def flow_at(now: float) -> DeviceFlow:
     """The device flow as deps builds it, on another clock."""
     return DeviceFlow(deps.get_settings(), deps.get_accounts(), lambda: now)
+
+
+def test_start_cli_session_returns_a_user_code_the_auth_url_lacks(client: Client) -> None:
+    cli = cli_start(client)
+    assert USER_CODE.fullmatch(cli["user_code"])
+    assert set(cli) >= {"session_id", "auth_url", "expires_at"}
+    assert cli["auth_url"].endswith(f"/cli/approve?session={cli['session_id']}")
+    assert cli["user_code"] != cli_start(client)["user_code"]
 
 
 @pytest.mark.parametrize("session_id", ["not-a-uuid", str(uuid.uuid4())], ids=["malformed", "new"])
@@ -167,33 +200,89 @@ def test_poll_unknown_cli_session_is_not_found(client: Client, session_id: str) 
 
 
 def test_poll_cli_session_after_five_minutes_is_expired(client: Client) -> None:
-    session_id = cli_start(client)
+    session_id = cli_start(client)["session_id"]
     polled = flow_at(time.time() + SESSION_SECONDS + 1).poll(session_id)
     assert polled["status"] == "expired" and "api_token" not in polled
 
 
+def test_approve_cli_session_with_the_right_code_hands_the_cli_a_key_once(
+    client: Client, session: str
+) -> None:
+    cli = cli_start(client)
+    typed = " " + cli["user_code"].lower().replace("-", "") + " "  # as a person may type it
+    assert cli_approve(client, cli["session_id"], session, typed).body["status"] == "approved"
+    first, second = cli_poll(client, cli["session_id"]), cli_poll(client, cli["session_id"])
+    assert first["status"] == "approved" and first["api_token"].startswith("ink_")
+    assert second["status"] == "approved" and "api_token" not in second
+
+
+def test_approve_cli_session_with_a_wrong_code_is_refused_and_may_be_retried(
+    client: Client, session: str
+) -> None:
+    cli = cli_start(client)
+    refused = cli_approve(client, cli["session_id"], session, wrong_code(cli["user_code"]))
+    assert refused.error == (400, "invalid_user_code")
+    assert refused.body["attempts_left"] == 4 and refused.body["agent_action"]
+    assert cli_poll(client, cli["session_id"]) == {
+        "ok": True,
+        "status": "pending",
+        "expires_at": cli["expires_at"],
+    }
+    assert cli_approve(client, cli["session_id"], session, cli["user_code"]).status == 200
+    assert cli_poll(client, cli["session_id"])["api_token"]
+
+
+@pytest.mark.parametrize("user_code", [None, "", 42], ids=["missing", "empty", "number"])
+def test_approve_cli_session_without_a_code_is_a_bad_request_not_an_attempt(
+    client: Client, session: str, user_code: Any
+) -> None:
+    cli = cli_start(client)
+    for _ in range(MAX_CODE_ATTEMPTS):
+        reply = cli_approve(client, cli["session_id"], session, user_code)
+        assert reply.error == (400, "bad_request") and reply.body["agent_action"]
+    assert cli_approve(client, cli["session_id"], session, cli["user_code"]).status == 200
+
+
+def test_approve_cli_session_after_five_wrong_codes_is_closed(client: Client, session: str) -> None:
+    cli = cli_start(client)
+    wrong = wrong_code(cli["user_code"])
+    replies = [
+        cli_approve(client, cli["session_id"], session, wrong) for _ in range(MAX_CODE_ATTEMPTS)
+    ]
+    assert {r.error for r in replies} == {(400, "invalid_user_code")}
+    assert [r.body["attempts_left"] for r in replies] == [4, 3, 2, 1, 0]
+    right = cli_approve(client, cli["session_id"], session, cli["user_code"])
+    assert right.error == (409, "session_not_pending")
+    polled = cli_poll(client, cli["session_id"])
+    assert polled["status"] == "expired" and "api_token" not in polled
+
+
 def test_approve_expired_cli_session_conflicts(client: Client, session: str) -> None:
-    session_id = cli_start(client)
+    cli = cli_start(client)
     principal = deps.get_authenticator().require_session({"authorization": f"Bearer {session}"})
     with pytest.raises(errors.SessionNotPendingError):
-        flow_at(time.time() + SESSION_SECONDS + 1).approve(principal, session_id)
+        flow_at(time.time() + SESSION_SECONDS + 1).approve(
+            principal, cli["session_id"], cli["user_code"]
+        )
 
 
 def test_approve_cli_session_twice_conflicts(client: Client, session: str) -> None:
-    session_id = cli_start(client)
-    path = f"/auth/cli/{session_id}/approve"
-    assert call(client, "POST", path, {}, bearer=session).status == 200
-    assert call(client, "POST", path, {}, bearer=session).error == (409, "session_not_pending")
+    cli = cli_start(client)
+    assert cli_approve(client, cli["session_id"], session, cli["user_code"]).status == 200
+    again = cli_approve(client, cli["session_id"], session, cli["user_code"])
+    assert again.error == (409, "session_not_pending")
 
 
 def test_approve_cli_session_without_session_is_unauthorized(client: Client) -> None:
-    reply = call(client, "POST", f"/auth/cli/{cli_start(client)}/approve", {})
+    cli = cli_start(client)
+    reply = call(client, "POST", f"/auth/cli/{cli['session_id']}/approve", cli)
     assert reply.error == (401, "unauthorized")
 
 
 def test_approve_cli_session_with_api_key_is_forbidden(client: Client, session: str) -> None:
     key = api_key(client, session, "admin")["api_token"]
-    reply = call(client, "POST", f"/auth/cli/{cli_start(client)}/approve", {}, bearer=key)
+    cli = cli_start(client)
+    reply = cli_approve(client, cli["session_id"], key, cli["user_code"])
     assert reply.error == (403, "insufficient_scope")
 
 

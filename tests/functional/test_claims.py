@@ -8,21 +8,25 @@ import base64
 import json
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from botocore.exceptions import ClientError
 from chalice.test import Client
 
 from chalicelib import deps
 from chalicelib.accounts import SEAL_LABEL
 from chalicelib.claims import LINK_TTL_SECONDS, MAILS_PER_HOUR, ClaimService
+from chalicelib.dynamo import Dynamo
 from chalicelib.jobs.reaper import Reaper
 from chalicelib.mail import build_sender
 from chalicelib.outbox import Outbox
 from chalicelib.sealing import Sealer
 from chalicelib.store import ResourceStore
+from chalicelib.teams import TeamService
+from chalicelib.tiers import all_tiers
 from chalicelib.tokens import Signer
 from devstack.stack import Stack
 from tests.conftest import fresh_ip, magic_link
@@ -234,6 +238,55 @@ def test_follow_link_ignores_offsite_next(client: Client, stack: Stack, next_pat
 
 def test_follow_link_keeps_same_site_next(client: Client, stack: Stack) -> None:
     assert landing(client, stack, "/cli/approve?session=x") == "/cli/approve?session=x"
+
+
+class FlakyDynamo(Dynamo):
+    """The real DynamoDB, except that its ``fail_on``-th transaction raises (once), as a
+    throttled or failing DynamoDB would."""
+
+    def __init__(self, real: Dynamo, fail_on: int) -> None:
+        super().__init__(real.client)
+        self.transactions = 0
+        self._fail_on = fail_on
+
+    def transact(self, items: Sequence[dict[str, Any]]) -> None:
+        self.transactions += 1
+        if self.transactions == self._fail_on:
+            error = {"Code": "InternalServerError", "Message": "injected"}
+            raise ClientError({"Error": error}, "TransactWriteItems")
+        super().transact(items)
+
+
+def claim_service_failing_move(nth: int) -> ClaimService:
+    """The service as deps builds it, except that adoption fails its ``nth`` resource move."""
+    flaky = FlakyDynamo(deps.get_dynamo(), nth)
+    teams = TeamService(settings(), flaky, deps.get_accounts(), all_tiers(), deps.get_provider)
+    store = ResourceStore(deps.get_dynamo(), settings())
+    return ClaimService(settings(), deps.get_accounts(), store, teams, deps.get_outbox)
+
+
+def test_follow_claim_link_again_after_failure_midway_finishes_the_claim(
+    client: Client, stack: Stack
+) -> None:
+    ip = fresh_ip()
+    network = [made(client, path, ip=ip) for path in ("/webhook/new", "/storage/new", "/db/new")]
+    owner = claims_of(network[0]["upgrade_jwt"])["own"]
+    email = new_email()
+    assert claim_with(client, token=network[0]["upgrade_jwt"], email=email).status == 200
+    link = magic_link(stack, email)
+    store = ResourceStore(deps.get_dynamo(), settings())
+
+    with pytest.raises(ClientError):
+        claim_service_failing_move(2).follow(parse_qs(urlsplit(link).query)["token"][0])
+    assert len(store.active_owned(owner)) == 2  # the first resource moved, then the failure
+
+    session = session_of(follow(client, link))  # the same link again
+    listed = call(client, "GET", "/api/v1/resources", bearer=session)
+    assert sorted(i["id"] for i in listed.body["items"]) == sorted(r["id"] for r in network)
+    assert store.active_owned(owner) == []
+
+    again = follow(client, link)
+    assert again.headers["location"] == LOGIN_INVALID and "set-cookie" not in again.headers
 
 
 # -- POST /auth/email/start ---------------------------------------------------------------------

@@ -1,34 +1,45 @@
 """The deploy API with the Kubernetes backend (INSTANODE_DEPLOY_BACKEND=kubernetes), against
 kmock's emulator with the controllers played by the test (see test_kube_backend.py): the
 route, service, store and backend together, from POST /deploy/new to healthy, a redeploy in
-place and a deletion that leaves no object behind."""
+place, a failed build's classified events, the two-step deletion and TTL expiry, each of the
+last two leaving no object behind."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import datetime
+from typing import Any
 
 import boto3
 import pytest
 from chalice.test import Client
 
 from chalicelib import deps
+from chalicelib.deploy.backend import DeployStatus
+from chalicelib.jobs.deploys import reap_deploys
 from devstack.stack import Stack
 from tests.functional.accounts_fixtures import call, sign_in
-from tests.functional.test_deploys import deploy, site
+from tests.functional.test_deploys import deploy, magic_link_token, site
 from tests.functional.test_kube_backend import (
     DEPLOYMENTS,
     INGRESSES,
     JOBS,
     NS,
+    SECRETS,
+    SERVICES,
     SPEC,
     ClusterThread,
     cluster,
+    fail_build,
     finish_build,
     make_available,
 )
 
 __all__ = ["cluster"]  # the fixture, imported for pytest
+
+APP_KINDS = (DEPLOYMENTS, SERVICES, INGRESSES, SECRETS, JOBS)
+NO_OBJECTS: dict[str, list[str]] = {kind: [] for kind in APP_KINDS}
 
 
 @pytest.fixture
@@ -59,6 +70,36 @@ def status(client: Client, token: str, app_id: str) -> str:
     return str(body["status"])
 
 
+def healthy_app(
+    client: Client, token: str, cluster: ClusterThread, **fields: str
+) -> dict[str, Any]:
+    """A new app, built, rolled out and given its certificate: every object it ever has."""
+    app: dict[str, Any] = deploy(client, token, site("v1"), **fields).body
+    spec = replace(SPEC, slug=app["slug"], revision=1)
+    finish_build(cluster, spec)
+    assert status(client, token, app["id"]) == "deploying"
+    make_available(cluster, spec)
+    assert status(client, token, app["id"]) == "healthy"
+    cluster.issue_certificate(app["slug"])
+    return app
+
+
+def cluster_objects(cluster: ClusterThread) -> dict[str, list[str]]:
+    """The names of every object of the kinds an app has, in the whole namespace."""
+    return {kind: cluster.names(kind) for kind in APP_KINDS}
+
+
+def objects_of_one_app(slug: str) -> dict[str, list[str]]:
+    """What ``cluster_objects`` is with one healthy app of revision 1 on the cluster."""
+    return {
+        DEPLOYMENTS: [slug],
+        SERVICES: [slug],
+        INGRESSES: [slug],
+        SECRETS: [f"{slug}-env-1", f"{slug}-tls"],
+        JOBS: [f"{slug}-build-1"],
+    }
+
+
 def test_deploy_reaches_healthy_on_the_cluster(
     client: Client, kube_team: str, cluster: ClusterThread
 ) -> None:
@@ -78,12 +119,7 @@ def test_deploy_reaches_healthy_on_the_cluster(
 def test_redeploy_builds_revision_two_at_the_same_url(
     client: Client, kube_team: str, cluster: ClusterThread
 ) -> None:
-    first = deploy(client, kube_team, site("v1")).body
-    spec = replace(SPEC, slug=first["slug"], revision=1)
-    finish_build(cluster, spec)
-    status(client, kube_team, first["id"])
-    make_available(cluster, spec)
-    assert status(client, kube_team, first["id"]) == "healthy"
+    first = healthy_app(client, kube_team, cluster)
     again = deploy(client, kube_team, site("v2"), redeploy="true").body
     assert (again["id"], again["url"], again["revision"]) == (first["id"], first["url"], 2)
     assert len(cluster.names(JOBS)) == 2  # one build Job per revision
@@ -93,11 +129,103 @@ def test_redeploy_builds_revision_two_at_the_same_url(
 def test_delete_removes_every_object(
     client: Client, kube_team: str, cluster: ClusterThread
 ) -> None:
-    app = deploy(client, kube_team, site("v1")).body
-    spec = replace(SPEC, slug=app["slug"], revision=1)
-    finish_build(cluster, spec)
-    status(client, kube_team, app["id"])
+    app = healthy_app(client, kube_team, cluster)
     path = f"/api/v1/deployments/{app['id']}"
     gone = call(client, "DELETE", path, bearer=kube_team, X_Skip_Email_Confirmation="yes")
     assert gone.body["deletion_status"] == "deleted"
-    assert cluster.names(DEPLOYMENTS) == [] and cluster.names(JOBS) == []
+    assert cluster_objects(cluster) == NO_OBJECTS
+
+
+def test_failed_build_reports_the_classified_cause(
+    client: Client, kube_team: str, cluster: ClusterThread
+) -> None:
+    app = deploy(client, kube_team, site("v1")).body
+    log = [
+        "INFO[0000] Retrieving image manifest python:3.12-slim",
+        "INFO[0003] RUN pip install --no-cache-dir -r requirements.txt",
+        "ERROR: Could not find a version that satisfies the requirement fastapi==9.9.9 "
+        "(from versions: 0.1.0, 0.115.0)",
+        "ERROR: No matching distribution found for fastapi==9.9.9",
+        "error building image: error building stage: failed to execute command: "
+        "waiting for process to exit: exit status 1",
+    ]
+    fail_build(cluster, replace(SPEC, slug=app["slug"], revision=1), log, exit_code=1)
+
+    path = f"/api/v1/deployments/{app['id']}"
+    got = call(client, "GET", path, bearer=kube_team).body
+    events = call(client, "GET", f"{path}/events", bearer=kube_team).body
+    assert events["status"] == got["status"] == "failed"
+    [event] = events["events"]
+    assert (event["reason"], event["exit_code"], event["last_lines"]) == (
+        "DependencyInstallFailed",
+        1,
+        log,
+    )
+    assert event["message"] == got["error_message"]
+    assert got["error_message"].endswith(log[2]) and "requirements.txt" in event["hint"]
+
+
+def test_delete_waits_for_the_mailed_token_then_removes_every_object(
+    client: Client, stack: Stack, kube_team: str, cluster: ClusterThread
+) -> None:
+    app = healthy_app(client, kube_team, cluster)
+    assert cluster_objects(cluster) == objects_of_one_app(app["slug"])
+    path = f"/api/v1/deployments/{app['id']}"
+
+    pending = call(client, "DELETE", path, bearer=kube_team)
+    assert (pending.status, pending.body["deletion_status"]) == (202, "pending_confirmation")
+    assert cluster_objects(cluster) == objects_of_one_app(app["slug"])
+    assert status(client, kube_team, app["id"]) == "healthy"
+
+    email = call(client, "GET", "/auth/me", bearer=kube_team).body["user"]["email"]
+    token = magic_link_token(stack, email)
+    done = call(client, "POST", f"{path}/confirm-deletion?token={token}", bearer=kube_team)
+    assert (done.status, done.body["deletion_status"]) == (200, "deleted")
+    assert cluster_objects(cluster) == NO_OBJECTS
+    assert call(client, "GET", path, bearer=kube_team).error == (404, "not_found")
+    assert deploy(client, kube_team, site("next"), name="next").status == 202  # the slot is free
+
+
+def test_cancelled_deletion_leaves_every_object(
+    client: Client, stack: Stack, kube_team: str, cluster: ClusterThread
+) -> None:
+    app = healthy_app(client, kube_team, cluster)
+    path = f"/api/v1/deployments/{app['id']}"
+    assert call(client, "DELETE", path, bearer=kube_team).status == 202
+    email = call(client, "GET", "/auth/me", bearer=kube_team).body["user"]["email"]
+    token = magic_link_token(stack, email)
+
+    cancelled = call(client, "DELETE", f"{path}/confirm-deletion", bearer=kube_team)
+    assert cancelled.body["deletion_status"] == "cancelled"
+    late = call(client, "POST", f"{path}/confirm-deletion?token={token}", bearer=kube_team)
+    assert late.error == (400, "invalid_confirmation_token")
+    assert cluster_objects(cluster) == objects_of_one_app(app["slug"])
+    assert status(client, kube_team, app["id"]) == "healthy"
+
+
+@pytest.mark.parametrize(
+    "ttl",
+    [{"ttl_policy": "auto_24h"}, {"ttl_policy": "custom", "ttl_hours": "2"}],
+    ids=["auto_24h", "custom"],
+)
+def test_expired_app_is_reaped_from_the_cluster_and_frees_the_slot(
+    client: Client, kube_team: str, cluster: ClusterThread, ttl: dict[str, str]
+) -> None:
+    app = healthy_app(client, kube_team, cluster, **ttl)
+    expires_at = datetime.fromisoformat(app["expires_at"]).timestamp()
+    service, shards = deps.get_deploys(), deps.get_settings().expiry_shards
+    full = deploy(client, kube_team, site("second"), name="second")
+    assert full.error == (402, "resource_limit_reached")
+
+    early = reap_deploys(service.store, service, shards, lambda: expires_at - 60)
+    assert early.expired == 0
+    assert cluster_objects(cluster) == objects_of_one_app(app["slug"])
+
+    due = reap_deploys(service.store, service, shards, lambda: expires_at + 1)
+    assert (due.expired, due.failed) == (1, 0)
+    assert cluster_objects(cluster) == NO_OBJECTS
+    record = service.store.get(app["id"])
+    assert record is not None and record.status is DeployStatus.EXPIRED
+    path = f"/api/v1/deployments/{app['id']}"
+    assert call(client, "GET", path, bearer=kube_team).error == (404, "not_found")
+    assert deploy(client, kube_team, site("next"), name="next").status == 202

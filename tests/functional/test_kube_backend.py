@@ -142,6 +142,11 @@ class ClusterThread:
     def patch(self, resource: str, name: str, changes: dict[str, Any]) -> None:
         self.call(lambda c: c.objects[resource, NS, name].patch(changes))
 
+    def put(self, resource: str, obj: dict[str, Any]) -> None:
+        """Store ``obj`` as a controller would make it (no API call, no version check)."""
+        key = (resource, NS, obj["metadata"]["name"])
+        self.call(lambda c: c.objects.__setitem__(key, obj))
+
     def add_pod(self, name: str, labels: dict[str, str], container: dict[str, Any]) -> None:
         pod = {
             "apiVersion": "v1",
@@ -150,7 +155,15 @@ class ClusterThread:
             "spec": {"containers": [{"name": container["name"], "image": container["image"]}]},
             "status": {"phase": "Running", "containerStatuses": [container]},
         }
-        self.call(lambda c: c.objects.__setitem__((PODS, NS, name), pod))
+        self.put(PODS, pod)
+
+    def issue_certificate(self, slug: str) -> None:
+        """What cert-manager makes for an app's Ingress: the TLS Secret it names."""
+        name = m.tls_secret_name(slug)
+        meta = {"name": name, "namespace": NS}
+        self.put(
+            SECRETS, {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "Opaque"}
+        )
 
     def add_log(self, pod: str, container: str, lines: list[str], previous: bool = False) -> None:
         text = "\n".join(lines) + "\n"
@@ -212,6 +225,16 @@ def finish_build(cluster: ClusterThread, spec: BuildSpec) -> None:
     )
 
 
+def fail_build(cluster: ClusterThread, spec: BuildSpec, log: list[str], exit_code: int) -> None:
+    """The build pod's kaniko exited with ``exit_code`` after printing ``log``; the Job failed."""
+    job = m.job_name(spec.slug, spec.revision)
+    terminated = {"terminated": {"exitCode": exit_code, "reason": "Error"}}
+    cluster.add_pod(f"{job}-x7k2p", build_pod_labels(job), container_status("kaniko", terminated))
+    cluster.add_log(f"{job}-x7k2p", "kaniko", log)
+    failed = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}
+    cluster.patch(JOBS, job, {"status": {"failed": 1, "conditions": [failed]}})
+
+
 def make_available(cluster: ClusterThread, spec: BuildSpec) -> None:
     name = m.app_name(spec.slug)
     dep = cluster.get(DEPLOYMENTS, name)
@@ -252,6 +275,21 @@ def test_start_creates_env_secret_and_build_job(
         "--destination=registry.example.dev/instanode/expense-tracker-7f3a:1",
     ]
     assert container["image"] == "gcr.io/kaniko-project/executor:v1.23.2"
+
+
+def test_start_job_uses_the_operator_secrets_configured(
+    settings: DeploySettings, cluster: ClusterThread
+) -> None:
+    named = replace(
+        settings, kube_build_aws_secret="ops-build-aws", kube_registry_auth_secret="ops-registry"
+    )
+    KubeBackend(named, clock=lambda: NOW).start(SPEC)
+
+    job = cluster.get(JOBS, "expense-tracker-7f3a-build-1")
+    assert job is not None
+    pod = job["spec"]["template"]["spec"]
+    assert pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "ops-build-aws"}}]
+    assert [v["secret"]["secretName"] for v in pod["volumes"]] == ["ops-registry"]
 
 
 def test_observe_running_job_is_building(backend: KubeBackend, cluster: ClusterThread) -> None:
@@ -310,25 +348,21 @@ def test_observe_failed_build_classifies_pod_log(
     backend: KubeBackend, cluster: ClusterThread
 ) -> None:
     backend.start(SPEC)
-    job = m.job_name(SPEC.slug, 1)
     log = [
         "INFO Retrieving image manifest python:3.12-slim",
         "error resolving dockerfile path: please provide a valid path to a Dockerfile within"
         " the build context with --dockerfile",
     ]
     terminated = {"terminated": {"exitCode": 1, "reason": "Error"}}
-    cluster.add_pod(
-        "other-build-1-abcde", build_pod_labels("other-build-1"), _status("kaniko", terminated)
-    )
-    cluster.add_pod(f"{job}-x7k2p", build_pod_labels(job), _status("kaniko", terminated))
-    cluster.add_log(f"{job}-x7k2p", "kaniko", log)
-    failed = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}
-    cluster.patch(JOBS, job, {"status": {"failed": 1, "conditions": [failed]}})
+    other = container_status("kaniko", terminated)
+    cluster.add_pod("other-build-1-abcde", build_pod_labels("other-build-1"), other)
+    fail_build(cluster, SPEC, log, exit_code=1)
 
     observed = backend.observe(SPEC.slug, 1)
 
     assert observed.status == DeployStatus.FAILED
     assert observed.events == (classify_build(log, 1, NOW),)
+    assert observed.events[0].reason == "DockerfileNotFound"
     assert observed.error_message == observed.events[0].message
     assert backend.logs(SPEC.slug, 1) == log
     assert backend.logs(SPEC.slug, 1, since_line=1) == log[1:]
@@ -344,7 +378,7 @@ def test_observe_crash_looping_app_classifies_previous_log(
     labels = m.selector(SPEC.slug) | {m.REVISION: "1"}
     waiting = {"waiting": {"reason": "CrashLoopBackOff"}}
     last = {"terminated": {"exitCode": 1, "reason": "Error"}}
-    cluster.add_pod(pod, labels, _status("app", waiting, last, restarts=4))
+    cluster.add_pod(pod, labels, container_status("app", waiting, last, restarts=4))
     log = ["Traceback (most recent call last):", "ModuleNotFoundError: No module named 'fastapi'"]
     cluster.add_log(pod, "app", log, previous=True)
 
@@ -361,7 +395,7 @@ def test_observe_oom_killed_app_says_so(backend: KubeBackend, cluster: ClusterTh
     pod = "expense-tracker-7f3a-5d9c7b-oomed"
     oom = {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}
     labels = m.selector(SPEC.slug) | {m.REVISION: "1"}
-    cluster.add_pod(pod, labels, _status("app", {"running": {}}, oom, restarts=1))
+    cluster.add_pod(pod, labels, container_status("app", {"running": {}}, oom, restarts=1))
     cluster.add_log(pod, "app", ["loading model..."], previous=True)
 
     observed = backend.observe(SPEC.slug, 1)
@@ -376,7 +410,9 @@ def test_observe_image_pull_backoff_fails(backend: KubeBackend, cluster: Cluster
     backend.observe(SPEC.slug, 1)
     pod = "expense-tracker-7f3a-5d9c7b-nopul"
     waiting = {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}
-    cluster.add_pod(pod, m.selector(SPEC.slug) | {m.REVISION: "1"}, _status("app", waiting))
+    cluster.add_pod(
+        pod, m.selector(SPEC.slug) | {m.REVISION: "1"}, container_status("app", waiting)
+    )
 
     observed = backend.observe(SPEC.slug, 1)
 
@@ -427,8 +463,8 @@ def test_remove_deletes_everything_and_twice_is_fine(
     backend.start(SPEC2)
     other = replace(SPEC, app_id="app_other", slug="other-app-1111")
     backend.start(other)
-    tls = {"metadata": {"name": "expense-tracker-7f3a-tls", "namespace": NS}, "type": "Opaque"}
-    cluster.call(lambda c: c.objects.__setitem__((SECRETS, NS, tls["metadata"]["name"]), tls))
+    cluster.issue_certificate(SPEC.slug)
+    assert "expense-tracker-7f3a-tls" in cluster.names(SECRETS)
 
     backend.remove(SPEC.slug)
 
@@ -440,7 +476,7 @@ def test_remove_deletes_everything_and_twice_is_fine(
     assert cluster.names(SECRETS) == ["other-app-1111-env-1"]
 
 
-def _status(
+def container_status(
     name: str, state: dict[str, Any], last: dict[str, Any] | None = None, restarts: int = 0
 ) -> dict[str, Any]:
     """A containerStatus as the kubelet reports it (the client requires these fields)."""

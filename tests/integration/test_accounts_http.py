@@ -116,7 +116,8 @@ def test_device_flow_hands_the_cli_a_working_api_token_once(api: str, stack: Sta
     poll = f"{api}/auth/cli/{started['session_id']}"
     assert requests.get(poll, timeout=10).json()["status"] == "pending"
     session = sign_in(api, stack, new_email())
-    assert session.post(f"{poll}/approve", json={}, timeout=10).json()["status"] == "approved"
+    code = {"user_code": started["user_code"]}
+    assert session.post(f"{poll}/approve", json=code, timeout=10).json()["status"] == "approved"
     first = requests.get(poll, timeout=10).json()
     second = requests.get(poll, timeout=10).json()
     assert first["status"] == "approved" and first["api_token"].startswith("ink_")

@@ -75,6 +75,41 @@ KANIKO_PUSH = [
     "error pushing image: failed to push to destination registry.example.com/instanode/shop:3: "
     "UNAUTHORIZED: authentication required",
 ]
+# kaniko's command line stops before building: cobra prints the error, then the usage and flags
+KANIKO_USAGE = [
+    "Usage:",
+    "  executor [flags]",
+    "  executor [command]",
+    "",
+    "Available Commands:",
+    "  help        Help about any command",
+    "  version     Print the version number of kaniko",
+    "",
+    "Flags:",
+    "      --build-arg multi-arg type                  This flag allows you to pass in ARG values "
+    "at build time. Set it repeatedly for multiple values.",
+    "      --cache                                     Use cache when building image",
+    "      --cache-dir string                          Specify a local directory to use as a "
+    'cache. (default "/cache")',
+]
+KANIKO_NO_DOCKERFILE_ERROR = (
+    "Error: error resolving dockerfile path: please provide a valid path to a Dockerfile within "
+    "the build context with --dockerfile"
+)
+KANIKO_NO_DOCKERFILE = [KANIKO_NO_DOCKERFILE_ERROR, *KANIKO_USAGE]
+KANIKO_CONTEXT_UNREADABLE = [
+    "Error: error resolving source context: NoCredentialProviders: no valid providers in chain. "
+    "Deprecated.",
+    "\tFor verbose messaging see aws.Config.CredentialsChainVerboseErrors",
+    *KANIKO_USAGE,
+]
+KANIKO_PUSH_CHECK = [
+    "error checking push permissions -- make sure you entered the correct tag name, and that you "
+    'are authenticated correctly, and try again: checking push permission for "registry.example.'
+    'com/instanode/shop:3": POST https://registry.example.com/v2/instanode/shop/blobs/uploads/: '
+    "UNAUTHORIZED: authentication required; [map[Action:pull Class: Name:instanode/shop "
+    "Type:repository] map[Action:push Class: Name:instanode/shop Type:repository]]",
+]
 
 BUILDAH_PIP = [
     "STEP 1/6: FROM python:3.12-slim",
@@ -180,6 +215,9 @@ DOCKER_LEGACY_COPY = [
         (BUILDAH_OOM, "OOMKilled"),
         (KANIKO_MAKE, "BuildCommandFailed"),
         (KANIKO_PUSH, "ImagePushFailed"),
+        (KANIKO_PUSH_CHECK, "ImagePushFailed"),
+        (KANIKO_NO_DOCKERFILE, "DockerfileNotFound"),
+        (KANIKO_CONTEXT_UNREADABLE, "BuildContextUnavailable"),
     ],
 )
 def test_classify_build_recognises_reason(log: list[str], reason: str) -> None:
@@ -201,6 +239,36 @@ def test_classify_build_message_quotes_first_matching_line() -> None:
 def test_classify_build_message_quotes_failed_step() -> None:
     event = classify_build(KANIKO_MAKE, 1, AT)
     assert event.message == f"A build step failed: {KANIKO_RUN_FAILED}"
+
+
+def test_classify_build_tells_where_the_dockerfile_belongs() -> None:
+    event = classify_build(KANIKO_NO_DOCKERFILE, 1, AT)
+    assert event.message == (
+        "There is no Dockerfile in the build context: " + KANIKO_NO_DOCKERFILE_ERROR
+    )
+    assert "`Dockerfile` at its root" in event.hint and "tar -czf" in event.hint
+
+
+def test_classify_build_drops_kaniko_usage_after_the_error() -> None:
+    event = classify_build(KANIKO_NO_DOCKERFILE, 1, AT)
+    assert event.last_lines == (KANIKO_NO_DOCKERFILE_ERROR,)
+
+
+def test_classify_build_keeps_usage_lines_printed_by_a_run_step() -> None:
+    log = ["Error: unknown flag: --prod", "Usage:", "  mytool build [flags]", KANIKO_RUN_FAILED]
+    event = classify_build(log, 1, AT)
+    assert event.reason == "BuildCommandFailed" and event.last_lines == tuple(log)
+
+
+def test_classify_build_puts_push_failures_on_our_side() -> None:
+    for log in (KANIKO_PUSH, KANIKO_PUSH_CHECK):
+        assert "on our side" in classify_build(log, 1, AT).hint
+
+
+def test_classify_build_puts_unreadable_context_on_our_side() -> None:
+    event = classify_build(KANIKO_CONTEXT_UNREADABLE, 1, AT)
+    assert "on our side" in event.hint
+    assert event.last_lines == tuple(KANIKO_CONTEXT_UNREADABLE[:2])
 
 
 def test_classify_build_prefers_install_error_over_failed_step() -> None:

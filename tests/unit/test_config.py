@@ -76,3 +76,24 @@ def test_from_env_marks_cookies_secure_only_on_https() -> None:
         return Settings.from_env(env).secure_cookies
 
     assert base("https://api.example.com") and not base("http://127.0.0.1:8000")
+
+
+def test_from_env_reads_the_kaniko_secret_names() -> None:
+    env = {
+        "INSTANODE_JWT_SECRET": SECRET,
+        "INSTANODE_KUBE_BUILD_AWS_SECRET": "ops-build-aws",
+        "INSTANODE_KUBE_REGISTRY_AUTH_SECRET": "ops-registry",
+    }
+    deploy = Settings.from_env(env).deploy
+    assert (deploy.kube_build_aws_secret, deploy.kube_registry_auth_secret) == (
+        "ops-build-aws",
+        "ops-registry",
+    )
+
+
+def test_from_env_defaults_the_kaniko_secret_names() -> None:
+    deploy = Settings.from_env({"INSTANODE_JWT_SECRET": SECRET}).deploy
+    assert (deploy.kube_build_aws_secret, deploy.kube_registry_auth_secret) == (
+        "instanode-build-aws",
+        "instanode-registry-auth",
+    )

@@ -130,7 +130,7 @@ def test_build_job_is_not_privileged_and_has_no_token() -> None:
 
 def test_build_job_reads_aws_credentials_from_the_operator_secret() -> None:
     job = m.build_job(SPEC, SETTINGS)
-    assert container(job)["envFrom"] == [{"secretRef": {"name": m.BUILD_AWS_SECRET}}]
+    assert container(job)["envFrom"] == [{"secretRef": {"name": SETTINGS.kube_build_aws_secret}}]
     assert "env" not in container(job)  # no customer secret reaches the build
 
 
