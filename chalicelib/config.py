@@ -48,7 +48,7 @@ class DeploySettings:
 
     backend: str  # "local" (podman on this machine) or "kubernetes"
     domain: str  # apps are served at <slug>.<domain>
-    bucket: str  # build contexts are stored here (deploys/<app_id>/<revision>.tar.gz)
+    bucket: str  # build contexts (deploys/, stacks/) and agents' uploads (uploads/) go here
     # local backend
     state_dir: str  # per-app work dirs, logs and status files
     port_range: tuple[int, int]  # host ports apps are published on (127.0.0.1 only)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 
 class ContextStore:
@@ -28,6 +29,15 @@ class ContextStore:
 
     def delete(self, bucket: str, key: str) -> None:
         self._client.delete_object(Bucket=bucket, Key=key)
+
+    def delete_under(self, bucket: str, prefix: str) -> None:
+        """Delete every object under ``prefix`` (an app's or a stack's contexts)."""
+        pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for page in pages:
+            if "Contents" not in page:
+                continue
+            keys: list[ObjectIdentifierTypeDef] = [{"Key": o["Key"]} for o in page["Contents"]]
+            self._client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
 
     def get(self, bucket: str, key: str) -> bytes:
         return self._client.get_object(Bucket=bucket, Key=key)["Body"].read()

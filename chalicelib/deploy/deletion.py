@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 from chalicelib import errors
 from chalicelib.accounts import secret_hash
@@ -22,6 +24,7 @@ from chalicelib.outbox import Outbox
 from chalicelib.service import iso
 
 DELETION_TOKEN_SECONDS = 15 * 60
+Answer = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -36,48 +39,91 @@ class Subject:
     confirm_path: str  # where the token goes: ".../confirm-deletion"
 
 
-def requested(now: int) -> tuple[str, PendingDeletion]:
-    """A fresh token, and what the record keeps of it."""
-    token = secrets.token_urlsafe(24)
-    return token, PendingDeletion(secret_hash(token), now + DELETION_TOKEN_SECONDS)
+class Deletable(Protocol):
+    @property
+    def deletion(self) -> PendingDeletion | None: ...
 
 
-def check(pending: PendingDeletion | None, token: str, now: int) -> None:
-    """Refuse a token that is not the pending deletion's, or came too late."""
-    valid = (
-        pending is not None
-        and now < pending.expires_at
-        and hmac.compare_digest(pending.token_hash, secret_hash(token))
-    )
-    if not valid:
-        raise errors.InvalidConfirmationTokenError(
-            "The confirmation token is wrong or expired.",
-            agent_action="Run DELETE again to mail a fresh token.",
+R = TypeVar("R", bound=Deletable)
+
+
+class TwoStepDeletion(Generic[R]):
+    """The flow over one kind of record: ``mark`` stores a record's pending deletion (None
+    clears it) if the record is still as read; ``remove`` retires it and removes what runs."""
+
+    def __init__(
+        self,
+        base_url: str,
+        outbox: Callable[[], Outbox],
+        clock: Callable[[], float],
+        mark: Callable[[R, PendingDeletion | None], bool],
+        remove: Callable[[R, int], bool],
+    ) -> None:
+        self._base_url = base_url
+        self._outbox = outbox
+        self._clock = clock
+        self._mark = mark
+        self._remove = remove
+
+    def ask(self, record: R, subject: Subject, email: str, at_once: bool) -> tuple[int, Answer]:
+        """``DELETE``: at once (200), or a mailed token and ``pending_confirmation`` (202)."""
+        now = int(self._clock())
+        if at_once or not email:
+            return 200, self._removed(record, subject, now)
+        token = secrets.token_urlsafe(24)
+        pending = PendingDeletion(secret_hash(token), now + DELETION_TOKEN_SECONDS)
+        if not self._mark(record, pending):
+            raise _changed()
+        self._mail(email, subject, token, now)
+        return 202, {
+            "ok": True,
+            subject.key_field: subject.key,
+            "deletion_status": "pending_confirmation",
+            "confirmation_expires_at": iso(pending.expires_at),
+            "agent_action": f"Tell the user to confirm deleting the {subject.kind} "
+            f"'{subject.name}' with the link or token emailed to {email} within 15 minutes; "
+            "until then nothing is deleted.",
+        }
+
+    def confirm(self, record: R, subject: Subject, token: str) -> Answer:
+        now = int(self._clock())
+        pending = record.deletion
+        valid = (
+            pending is not None
+            and now < pending.expires_at
+            and hmac.compare_digest(pending.token_hash, secret_hash(token))
         )
+        if not valid:
+            raise errors.InvalidConfirmationTokenError(
+                "The confirmation token is wrong or expired.",
+                agent_action="Run DELETE again to mail a fresh token.",
+            )
+        return self._removed(record, subject, now)
+
+    def cancel(self, record: R, subject: Subject) -> Answer:
+        if record.deletion is not None and not self._mark(record, None):
+            raise _changed()
+        return {"ok": True, subject.key_field: subject.key, "deletion_status": "cancelled"}
+
+    def _removed(self, record: R, subject: Subject, now: int) -> Answer:
+        if not self._remove(record, now):
+            raise _changed()
+        return {"ok": True, subject.key_field: subject.key, "deletion_status": "deleted"}
+
+    def _mail(self, email: str, subject: Subject, token: str, now: int) -> None:
+        where = f" ({subject.url})" if subject.url else ""
+        text = (
+            f"Someone asked to delete the {subject.kind} '{subject.name}'{where} on "
+            f"instanode.\n\nConfirmation token (15 minutes): {token}\n\n"
+            f"curl -X POST '{self._base_url}{subject.confirm_path}?token={token}' "
+            "-H 'Authorization: Bearer <your API key>'\n\n"
+            "If you did not ask for this, ignore this email: nothing is deleted without it.\n"
+        )
+        self._outbox().send(Message(email, f"Confirm deleting {subject.name}", text), now)
 
 
-def pending_answer(subject: Subject, email: str, pending: PendingDeletion) -> dict[str, object]:
-    """The 202 body: nothing is deleted yet, and what the user must do."""
-    return {
-        "ok": True,
-        subject.key_field: subject.key,
-        "deletion_status": "pending_confirmation",
-        "confirmation_expires_at": iso(pending.expires_at),
-        "agent_action": f"Tell the user to confirm deleting the {subject.kind} "
-        f"'{subject.name}' with the link or token emailed to {email} within 15 minutes; "
-        "until then nothing is deleted.",
-    }
-
-
-def mail_token(
-    outbox: Outbox, base_url: str, email: str, subject: Subject, token: str, now: int
-) -> None:
-    where = f" ({subject.url})" if subject.url else ""
-    text = (
-        f"Someone asked to delete the {subject.kind} '{subject.name}'{where} on instanode.\n\n"
-        f"Confirmation token (15 minutes): {token}\n\n"
-        f"curl -X POST '{base_url}{subject.confirm_path}?token={token}' "
-        "-H 'Authorization: Bearer <your API key>'\n\n"
-        "If you did not ask for this, ignore this email: nothing is deleted without it.\n"
+def _changed() -> errors.ApiError:
+    return errors.IdempotencyInProgressError(
+        "This changed while the request ran (a build moved on, or another request); retry.",
+        headers={"Retry-After": "1"},
     )
-    outbox.send(Message(email, f"Confirm deleting {subject.name}", text), now)

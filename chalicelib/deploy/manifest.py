@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from chalicelib import errors
-from chalicelib.deploy.service import valid_env
+from chalicelib.deploy.env import valid_env
 
 MAX_SERVICES = 5
 SERVICE_NAME = re.compile(r"[a-z]([a-z0-9-]{0,29}[a-z0-9])?")  # a DNS label, 1-31 chars

@@ -18,24 +18,22 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from chalicelib import errors
-from chalicelib.accounts import secret_hash
 from chalicelib.config import Settings
 from chalicelib.deploy import deletion
 from chalicelib.deploy.backend import BuildSpec, DeployBackend, DeployStatus, PodLimits
 from chalicelib.deploy.contexts import ContextStore
+from chalicelib.deploy.env import valid_env
 from chalicelib.deploy.store import Deployment, DeploymentStore
+from chalicelib.deploy.uploads import Uploads
 from chalicelib.outbox import Outbox
 from chalicelib.service import iso
 from chalicelib.tiers import Tier
 
 log = logging.getLogger(__name__)
 
-ENV_KEY = re.compile(r"[A-Z_][A-Z0-9_]*")
-ENV_MAX_BYTES = 64 * 1024
 AUTO_TTL_SECONDS = 24 * 3600
 TTL_POLICIES = ("auto_24h", "permanent", "custom")
 MAX_CUSTOM_TTL_HOURS = 24 * 90
-UPLOAD_URL_SECONDS = 15 * 60
 _NOT_STARTED = "The deploy backend could not start this revision; redeploy to retry."
 
 
@@ -72,8 +70,15 @@ class DeployService:
         self._store = store
         self._backend = backend
         self._contexts = contexts
-        self._outbox = outbox
         self._clock = clock
+        self.uploads = Uploads(contexts, settings.deploy.bucket, clock)
+        self._deletion = deletion.TwoStepDeletion[Deployment](
+            settings.public_base_url,
+            outbox,
+            clock,
+            lambda app, pending: store.save(replace(app, deletion=pending), app) is not None,
+            lambda app, now: self._remove(app, DeployStatus.DELETED, now),
+        )
 
     @property
     def store(self) -> DeploymentStore:
@@ -179,6 +184,7 @@ class DeployService:
             failed = replace(stored, status=DeployStatus.FAILED, error_message=_NOT_STARTED)
             self._store.save(failed, stored)
             raise
+        self._contexts.delete(self._bucket(), app.context_key)  # the new revision has its own
         return {"ok": True, **stored.as_json(now), "redeployed": True}
 
     def _start(self, app: Deployment, tier: Tier) -> None:
@@ -195,43 +201,6 @@ class DeployService:
                 env=dict(app.env),
             )
         )
-
-    # -- uploads too big for a request ------------------------------------------------------
-    def upload_url(self, caller: Caller) -> dict[str, Any]:
-        key = f"{_upload_prefix(caller.owner)}{secrets.token_hex(12)}.tar.gz"
-        now = int(self._clock())
-        url = self._contexts.upload_url(self._bucket(), key, UPLOAD_URL_SECONDS)
-        return {
-            "ok": True,
-            "upload_url": url,
-            "upload_key": key,
-            "method": "PUT",
-            "expires_at": iso(now + UPLOAD_URL_SECONDS),
-            "max_bytes": caller.tier.deploys.tarball_bytes,
-            "next": "PUT the tarball to upload_url, then POST /deploy/new with JSON "
-            '{"name": ..., "upload_key": ...}',
-        }
-
-    def uploaded(self, caller: Caller, key: Any) -> bytes:
-        """The context an agent uploaded to one of its own upload keys."""
-        if not isinstance(key, str) or not key.startswith(_upload_prefix(caller.owner)):
-            raise errors.BadRequestError(
-                "'upload_key' must be a key POST /deploy/upload-url gave this team.",
-                agent_action="Call POST /deploy/upload-url, PUT the tarball, then deploy.",
-            )
-        size = self._contexts.size(self._bucket(), key)
-        if size is None:
-            raise errors.BadRequestError(
-                "Nothing was uploaded to this upload_key (or it expired).",
-                agent_action="PUT the tarball to the upload_url first.",
-            )
-        if size > caller.tier.deploys.tarball_bytes:
-            raise errors.TarballTooLargeError(
-                f"The upload is {size} bytes; the {caller.tier.name} tier takes "
-                f"{caller.tier.deploys.tarball_mb} MB.",
-                agent_action="Slim the tarball (leave out node_modules, .git, build outputs).",
-            )
-        return self._contexts.get(self._bucket(), key)
 
     # -- reads ------------------------------------------------------------------------------
     def get(self, owner: str, app_id: str) -> dict[str, Any]:
@@ -291,35 +260,15 @@ class DeployService:
         self, caller: Caller, app_id: str, skip_confirmation: bool
     ) -> tuple[int, dict[str, Any]]:
         app = self._owned(caller.owner, app_id)
-        now = int(self._clock())
-        if skip_confirmation or not caller.email:
-            self._removed(app, now)
-            return 200, {"ok": True, "id": app.id, "deletion_status": "deleted"}
-        token, pending = deletion.requested(now)
-        if not self._store.save(replace(app, deletion=pending), app):
-            raise _changed()
-        subject = self._subject(app)
-        base = self._settings.public_base_url
-        deletion.mail_token(self._outbox(), base, caller.email, subject, token, now)
-        return 202, deletion.pending_answer(subject, caller.email, pending)
+        return self._deletion.ask(app, _subject(app), caller.email, skip_confirmation)
 
     def confirm_deletion(self, owner: str, app_id: str, token: str) -> dict[str, Any]:
         app = self._owned(owner, app_id)
-        now = int(self._clock())
-        deletion.check(app.deletion, token, now)
-        self._removed(app, now)
-        return {"ok": True, "id": app.id, "deletion_status": "deleted"}
+        return self._deletion.confirm(app, _subject(app), token)
 
     def cancel_deletion(self, owner: str, app_id: str) -> dict[str, Any]:
         app = self._owned(owner, app_id)
-        if app.deletion and not self._store.save(replace(app, deletion=None), app):
-            raise _changed()
-        return {"ok": True, "id": app.id, "deletion_status": "cancelled"}
-
-    @staticmethod
-    def _subject(app: Deployment) -> deletion.Subject:
-        path = f"/api/v1/deployments/{app.id}/confirm-deletion"
-        return deletion.Subject("app", "id", app.id, app.name, app.url, path)
+        return self._deletion.cancel(app, _subject(app))
 
     def expire(self, app: Deployment, now: int) -> bool:
         """The reaper's removal of an app whose TTL ran out."""
@@ -331,12 +280,9 @@ class DeployService:
         if not self._store.retire(app, status, now):
             return False
         self._backend().remove(app.slug)
+        self._contexts.delete_under(self._bucket(), _contexts_of(app.id))
         log.info("%s %s (%s)", status.value, app.id, app.slug)
         return True
-
-    def _removed(self, app: Deployment, now: int) -> None:
-        if not self._remove(app, DeployStatus.DELETED, now):
-            raise _changed()
 
     # -- helpers ----------------------------------------------------------------------------
     def _owned(self, owner: str, app_id: str) -> Deployment:
@@ -377,27 +323,16 @@ class DeployService:
         return self._settings.deploy.bucket
 
 
+def _subject(app: Deployment) -> deletion.Subject:
+    path = f"/api/v1/deployments/{app.id}/confirm-deletion"
+    return deletion.Subject("app", "id", app.id, app.name, app.url, path)
+
+
 def _changed() -> errors.ApiError:
     return errors.IdempotencyInProgressError(
         "The app changed while this request ran (a build moved on, or another request); retry.",
         headers={"Retry-After": "1"},
     )
-
-
-def valid_env(env: Mapping[str, Any], allow_empty: bool = False) -> dict[str, str]:
-    """Env vars as the spec allows them: keys ``[A-Z_][A-Z0-9_]*``, string values, 64 KiB."""
-    bad = [k for k in env if not isinstance(k, str) or not ENV_KEY.fullmatch(k)]
-    if bad:
-        raise errors.InvalidEnvKeyError(
-            f"Env var names must match [A-Z_][A-Z0-9_]*: {', '.join(map(str, bad[:5]))}.",
-            agent_action="Rename the variables to upper case letters, digits and '_'.",
-        )
-    if not all(isinstance(v, str) and (v or allow_empty) for v in env.values()):
-        raise errors.BadRequestError("Env var values must be non-empty strings.")
-    size = sum(len(k) + len(v) for k, v in env.items())
-    if size > ENV_MAX_BYTES:
-        raise errors.BadRequestError(f"Env vars total {size} bytes; the cap is 64 KiB.")
-    return dict(env)
 
 
 def _slug(name: str, app_id: str) -> str:
@@ -419,10 +354,10 @@ def _expiry(policy: str, ttl_hours: int | None, now: int) -> int | None:
     return now + AUTO_TTL_SECONDS if policy == "auto_24h" else None
 
 
-def _upload_prefix(owner: str) -> str:
-    return f"uploads/{secret_hash(owner)[:16]}/"
+def _contexts_of(app_id: str) -> str:
+    return f"deploys/{app_id}/"
 
 
 def _context_key(app_id: str, revision: int) -> str:
     """A key of this attempt only: a concurrent redeploy that loses may delete its own."""
-    return f"deploys/{app_id}/{revision}-{secrets.token_hex(6)}.tar.gz"
+    return f"{_contexts_of(app_id)}{revision}-{secrets.token_hex(6)}.tar.gz"

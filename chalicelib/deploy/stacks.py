@@ -31,8 +31,8 @@ from chalicelib.config import Settings
 from chalicelib.deploy import deletion
 from chalicelib.deploy.backend import BuildSpec, DeployBackend, DeployStatus, PodLimits
 from chalicelib.deploy.contexts import ContextStore
+from chalicelib.deploy.env import check_size, valid_env
 from chalicelib.deploy.manifest import SERVICE_REF, Manifest
-from chalicelib.deploy.service import ENV_MAX_BYTES, valid_env
 from chalicelib.deploy.stack_store import ServiceState, Stack, StackEnv, StackStore
 from chalicelib.outbox import Outbox
 from chalicelib.service import iso
@@ -67,8 +67,14 @@ class StackService:
         self._store = store
         self._backend = backend
         self._contexts = contexts
-        self._outbox = outbox
         self._clock = clock
+        self._deletion = deletion.TwoStepDeletion[Stack](
+            settings.public_base_url,
+            outbox,
+            clock,
+            lambda stack, pending: store.save(replace(stack, deletion=pending), stack) is not None,
+            lambda stack, now: self._remove(stack, DeployStatus.DELETED, now),
+        )
 
     @property
     def store(self) -> StackStore:
@@ -128,12 +134,20 @@ class StackService:
         for state in states:
             self._contexts.put(self._bucket(), state.context_key, tarballs[state.name])
         if not self._store.create(stack, caller.tier.deploys.apps):
+            self._contexts.delete_under(self._bucket(), _contexts_of(slug))
             raise errors.ResourceLimitReachedError(
                 f"The {caller.tier.name} tier runs {caller.tier.deploys.apps} app(s) at a time "
                 "(a stack counts as one).",
                 agent_action="Tell the user to delete an app or stack, or upgrade the team.",
             )
-        self._start_all(stack)
+        try:
+            self._start_all(stack)
+        except Exception:
+            # nothing half-made: the record goes (its slot with it), with every service and
+            # context already made
+            log.exception("starting stack %s failed; removing it", slug)
+            self._remove(stack, DeployStatus.DELETED, now)
+            raise
         return {"ok": True, **self._view(stack, full=False)}
 
     # -- reads ------------------------------------------------------------------------------
@@ -162,11 +176,7 @@ class StackService:
                 if ref not in names:
                     raise errors.BadRequestError(f"{key} names service://{ref}, not in the stack.")
         merged = {k: v for k, v in {**stack.env.stack, **changes}.items() if v}
-        valid_env(merged)  # the 64 KiB cap after the merge
-        envs = (merged, *stack.env.services.values())
-        total = sum(len(k) + len(v) for env in envs for k, v in env.items())
-        if total > ENV_MAX_BYTES:
-            raise errors.BadRequestError(f"The stack's env is {total} bytes; the cap is 64 KiB.")
+        check_size(merged, *stack.env.services.values())  # the 64 KiB cap after the merge
         updated = replace(
             stack, env=replace(stack.env, stack=merged), updated_at=int(self._clock())
         )
@@ -201,31 +211,16 @@ class StackService:
         """Delete a stack: its team (two-step when the team has an email on file, unless
         skipped), or for an anonymous stack the network that made it (at once)."""
         stack = self._deletable(owner, slug)
-        now = int(self._clock())
-        if skip_confirmation or stack.anonymous or not email:
-            self._removed(stack, now)
-            return 200, {"ok": True, "slug": slug, "deletion_status": "deleted"}
-        token, pending = deletion.requested(now)
-        if self._store.save(replace(stack, deletion=pending), stack) is None:
-            raise _changed()
-        path = f"/api/v1/stacks/{slug}/confirm-deletion"
-        subject = deletion.Subject("stack", "slug", slug, stack.name, None, path)
-        base = self._settings.public_base_url
-        deletion.mail_token(self._outbox(), base, email, subject, token, now)
-        return 202, deletion.pending_answer(subject, email, pending)
+        at_once = skip_confirmation or stack.anonymous
+        return self._deletion.ask(stack, _subject(stack), email, at_once)
 
     def confirm_deletion(self, owner: str, slug: str, token: str) -> dict[str, Any]:
         stack = self._deletable(owner, slug)
-        now = int(self._clock())
-        deletion.check(stack.deletion, token, now)
-        self._removed(stack, now)
-        return {"ok": True, "slug": slug, "deletion_status": "deleted"}
+        return self._deletion.confirm(stack, _subject(stack), token)
 
     def cancel_deletion(self, owner: str, slug: str) -> dict[str, Any]:
         stack = self._deletable(owner, slug)
-        if stack.deletion and self._store.save(replace(stack, deletion=None), stack) is None:
-            raise _changed()
-        return {"ok": True, "slug": slug, "deletion_status": "cancelled"}
+        return self._deletion.cancel(stack, _subject(stack))
 
     def _deletable(self, owner: str, slug: str) -> Stack:
         stack = self._store.get(slug) if _SLUG.fullmatch(slug) else None
@@ -236,10 +231,6 @@ class StackService:
                 agent_action="Delete with the credential (or from the network) that made it.",
             )
         return stack
-
-    def _removed(self, stack: Stack, now: int) -> None:
-        if not self._remove(stack, DeployStatus.DELETED, now):
-            raise _changed()
 
     def expire(self, stack: Stack, now: int) -> bool:
         """The reaper's removal of a stack whose TTL ran out: every service leaves the backend."""
@@ -252,6 +243,7 @@ class StackService:
             return False
         for state in stack.services:
             self._backend().remove(state.slug)
+        self._contexts.delete_under(self._bucket(), _contexts_of(stack.slug))
         log.info("%s stack %s (%d services)", status.value, stack.slug, len(stack.services))
         return True
 
@@ -366,6 +358,11 @@ class StackService:
         return self._settings.deploy.bucket
 
 
+def _subject(stack: Stack) -> deletion.Subject:
+    path = f"/api/v1/stacks/{stack.slug}/confirm-deletion"
+    return deletion.Subject("stack", "slug", stack.slug, stack.name, None, path)
+
+
 def _overall(services: list[ServiceState]) -> DeployStatus:
     statuses = {s.status for s in services}
     for status in (DeployStatus.FAILED, DeployStatus.BUILDING, DeployStatus.DEPLOYING):
@@ -388,6 +385,10 @@ def _slug(name: str) -> str:
     return f"{base}-{secrets.token_hex(3)}"
 
 
+def _contexts_of(slug: str) -> str:
+    return f"stacks/{slug}/"
+
+
 def _context_key(slug: str, service: str) -> str:
     """A key no other create can write (slugs are only checked free when the record is)."""
-    return f"stacks/{slug}/{service}-{secrets.token_hex(8)}.tar.gz"
+    return f"{_contexts_of(slug)}{service}-{secrets.token_hex(8)}.tar.gz"

@@ -153,8 +153,11 @@ def deploy_new() -> Response:
             fields["env_vars"] = json.dumps(fields["env_vars"])
 
         def create() -> tuple[int, dict[str, Any]]:
-            fields["tarball"] = get_deploys().uploaded(caller, body.get("upload_key"))
-            return 202, get_deploys().deploy(caller, _request(fields))
+            uploads = get_deploys().uploads
+            fields["tarball"] = uploads.read(caller.owner, caller.tier, body.get("upload_key"))
+            made = get_deploys().deploy(caller, _request(fields))
+            uploads.discard(body["upload_key"])
+            return 202, made
 
         return requests.once(request, caller.owner, "/deploy/new", body, create)
     form = dict(_form(request))
@@ -169,7 +172,8 @@ def deploy_new() -> Response:
 
 @bp.route("/deploy/upload-url", methods=["POST"], content_types=["*/*"])
 def upload_url() -> dict[str, Any]:
-    return get_deploys().upload_url(_caller(bp.current_request, by_upgrade_jwt=True))
+    caller = _caller(bp.current_request, by_upgrade_jwt=True)
+    return get_deploys().uploads.url_for(caller.owner, caller.tier)
 
 
 @bp.route("/api/v1/deployments", methods=["GET"])

@@ -55,4 +55,19 @@ resource "aws_s3_bucket_lifecycle_configuration" "storage" {
       days = var.anonymous_object_expiry_days
     }
   }
+
+  # Build contexts agents PUT through POST /deploy/upload-url: deploying deletes the one it used;
+  # this removes those never deployed.
+  rule {
+    id     = "expire-unused-deploy-uploads"
+    status = "Enabled"
+
+    filter {
+      prefix = "uploads/"
+    }
+
+    expiration {
+      days = 1
+    }
+  }
 }

@@ -125,6 +125,14 @@ def test_redeploy_keeps_id_and_url_and_serves_the_new_version(client: Client, ho
     assert (again.body["id"], again.body["url"]) == (first["id"], first["url"])
     wait_for(client, hobby, first["id"], "healthy")
     assert get_app(first["url"]) == "v2"
+    assert [k.split("/")[2].split("-")[0] for k in contexts_of(first["id"])] == ["2"]
+
+
+def contexts_of(app_id: str) -> list[str]:
+    """The build contexts of ``app_id`` in the deploy bucket."""
+    bucket = deps.get_settings().deploy.bucket
+    listed = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=f"deploys/{app_id}/")
+    return [o["Key"] for o in listed.get("Contents", [])]
 
 
 def test_redeploy_of_unknown_name_is_not_found(client: Client, hobby: str) -> None:
@@ -229,6 +237,7 @@ def test_delete_asks_for_email_confirmation_then_frees_the_slot(
         client, "POST", f"/api/v1/deployments/{app_id}/confirm-deletion?token={token}", bearer=hobby
     )
     assert done.body["deletion_status"] == "deleted"
+    assert contexts_of(app_id) == []
     assert deploy(client, hobby, site("y"), name="next").status == 202  # the slot is free
 
 
@@ -267,6 +276,8 @@ def test_deploy_by_upload_key_builds_the_uploaded_context(client: Client, hobby:
     assert started.status == 202, started
     healthy = wait_for(client, hobby, started.body["id"], "healthy", "failed")
     assert get_app(healthy["url"]) == "uploaded"
+    gone = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=issued["upload_key"])
+    assert gone["KeyCount"] == 0  # the app has its own copy
 
 
 @pytest.mark.parametrize("key", ["uploads/someone-else/x.tar.gz", None], ids=["foreign", "none"])

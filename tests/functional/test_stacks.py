@@ -358,11 +358,11 @@ def test_fourth_anonymous_stack_of_a_network_in_a_day_is_rate_limited(
     client: Client, stacks: list[str]
 ) -> None:
     ip = fresh_ip()
-    for _ in range(UNCOUNTED_STACKS_PER_DAY):
-        made = new_stack(client, "services: {web: {}}", {"web": site("x")}, ip=ip)
+    for n in range(UNCOUNTED_STACKS_PER_DAY):  # different stacks (a same one is a replay)
+        made = new_stack(client, "services: {web: {}}", {"web": site(f"x{n}")}, ip=ip)
         assert made.status == 202
         stacks.append(made.body["slug"])
-    over = new_stack(client, "services: {web: {}}", {"web": site("x")}, ip=ip)
+    over = new_stack(client, "services: {web: {}}", {"web": site("over")}, ip=ip)
     assert over.error == (429, "rate_limited") and over.headers["retry-after"]
 
 
@@ -380,3 +380,19 @@ def test_identical_stack_retried_is_a_replay_and_takes_no_second_slot(
         made = new_stack(client, "services: {web: {}}", {"web": site(f"other {n}")}, ip=ip)
         assert made.status == 202, made
         stacks.append(made.body["slug"])
+
+
+def test_team_stack_over_the_cap_is_refused_and_leaves_no_context(
+    client: Client, hobby: str, stacks: list[str]
+) -> None:
+    import boto3
+
+    first = new_stack(client, "services: {web: {}}", {"web": site("x")}, hobby)
+    assert first.status == 202
+    stacks.append(first.body["slug"])
+    bucket = deps.get_settings().deploy.bucket
+    before = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="stacks/")["KeyCount"]
+    over = new_stack(client, "services: {a: {}, b: {}}", {"a": site("a"), "b": site("b")}, hobby)
+    assert over.error == (402, "resource_limit_reached")
+    after = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="stacks/")["KeyCount"]
+    assert after == before

@@ -146,13 +146,15 @@ def test_terraform_tables_enable_pitr_and_encryption() -> None:
 # -- S3 and the secret -------------------------------------------------------------------------
 
 
-def test_bucket_expires_anonymous_objects_after_one_day() -> None:
-    (rule,) = _resource("aws_s3_bucket_lifecycle_configuration", "storage").children("rule")
-    (filter_,) = rule.children("filter")
-    (expiration,) = rule.children("expiration")
-    assert rule.attributes["status"] == "Enabled"
-    assert filter_.attributes == {"prefix": "anon/"}
-    assert expiration.attributes["days"] == hcl.Expr("var.anonymous_object_expiry_days")
+def test_bucket_expires_anonymous_objects_and_unused_uploads_after_one_day() -> None:
+    rules = _resource("aws_s3_bucket_lifecycle_configuration", "storage").children("rule")
+    by_prefix = {}
+    for rule in rules:
+        (filter_,) = rule.children("filter")
+        (expiration,) = rule.children("expiration")
+        assert rule.attributes["status"] == "Enabled"
+        by_prefix[filter_.attributes["prefix"]] = expiration.attributes["days"]
+    assert by_prefix == {"anon/": hcl.Expr("var.anonymous_object_expiry_days"), "uploads/": 1}
     assert _default("anonymous_object_expiry_days") == 1
 
 
