@@ -11,17 +11,15 @@ Pairs compared side by side in one interleaved loop (so machine noise hits both 
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench.meters import DynamoMeter, Op, interleaved, stats_of
-from devstack.stack import ROOT, Stack, get_profile
+from bench.meters import DynamoMeter, Op, interleaved, main_on_stack, stats_of
+from devstack.stack import ROOT, Stack
 
 JSON = {"Content-Type": "application/json"}
 
@@ -39,17 +37,7 @@ def _timed(meter: DynamoMeter, calls: dict[str, list[int]], name: str, fn: Calla
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.accounts", description=__doc__)
-    parser.add_argument("--n", type=int, default=50, help="measured rounds")
-    parser.add_argument("--profile", type=get_profile, default="bench")
-    args = parser.parse_args(argv)
-    stack = Stack(args.profile)
-    started = stack.up()
-    os.environ.update(stack.env())
-    try:
-        return run(stack, args.n)
-    finally:
-        stack.down(started)
+    return main_on_stack("bench.accounts", __doc__, (50, "measured rounds"), run, argv)
 
 
 def run(stack: Stack, n: int) -> int:

@@ -11,31 +11,21 @@ of the POST. Apps are deleted (``X-Skip-Email-Confirmation``) after each round.
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench.meters import DynamoMeter, stats_of
-from devstack.stack import ROOT, Stack, get_profile
+from bench.meters import DynamoMeter, main_on_stack, stats_of
+from devstack.stack import ROOT, Stack
 
 POLL_SECONDS = 0.1
 DEADLINE_SECONDS = 120.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.deploys", description=__doc__)
-    parser.add_argument("--n", type=int, default=5, help="rounds (each: deploy + redeploy)")
-    parser.add_argument("--profile", type=get_profile, default="bench")
-    args = parser.parse_args(argv)
-    stack = Stack(args.profile)
-    started = stack.up()
-    os.environ.update(stack.env())
-    try:
-        return run(stack, args.n)
-    finally:
-        stack.down(started)
+    return main_on_stack(
+        "bench.deploys", __doc__, (5, "rounds (each: deploy + redeploy)"), run, argv
+    )
 
 
 def run(stack: Stack, n: int) -> int:

@@ -3,12 +3,17 @@ provision into DynamoDB calls, backend work and the rest."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import statistics
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from devstack.stack import Profile, Stack, get_profile
 
 Op = Callable[[], float]  # runs once, returns milliseconds
 
@@ -152,3 +157,33 @@ class LocalRoute:
             {op: s * 1000 / self.n for op, s in sorted(self.dynamo_s.items())},
             self.backend_s * 1000 / self.n,
         )
+
+
+@contextmanager
+def local_stack(profile: Profile) -> Iterator[Stack]:
+    """The local stack of ``profile``, up (and this process's environment pointing at it) for
+    the ``with`` block, then down again if this started it."""
+    stack = Stack(profile)
+    started = stack.up()
+    os.environ.update(stack.env())
+    try:
+        yield stack
+    finally:
+        stack.down(started)
+
+
+def main_on_stack(
+    prog: str,
+    doc: str | None,
+    rounds: tuple[int, str],
+    run: Callable[[Stack, int], int],
+    argv: Sequence[str] | None,
+) -> int:
+    """A bench's ``main``: ``--n`` rounds (default and help in ``rounds``) of ``run`` on the
+    local stack of ``--profile`` (``bench``)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {prog}", description=doc)
+    parser.add_argument("--n", type=int, default=rounds[0], help=rounds[1])
+    parser.add_argument("--profile", type=get_profile, default="bench")
+    args = parser.parse_args(argv)
+    with local_stack(args.profile) as stack:
+        return run(stack, args.n)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
@@ -42,7 +41,7 @@ from bench.backend_redis import RedisBench
 from bench.backends import BenchBackend, raw_key
 from bench.cleanup import SWEEP_EVERY, Janitor, table_items
 from bench.imports import measure_imports
-from bench.meters import Op, Stats, interleaved, stats_of
+from bench.meters import Op, Stats, interleaved, local_stack, stats_of
 from bench.ops import BenchError, Provisioner, api_server, client_ips, http_send, local_routes
 from bench.receive import measure_receive
 from bench.report import Results, cleanup_lines, render
@@ -142,17 +141,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    stack = Stack(PROFILES[args.profile])
-    started = stack.up()
-    os.environ.update(stack.env())
     try:
-        with ExitStack() as exits:
+        with local_stack(PROFILES[args.profile]) as stack, ExitStack() as exits:
             return run(stack, open_backends(stack, exits), args.n)
     except BenchError as exc:
         print(f"bench.provision: {exc}", file=sys.stderr)
         return 2
-    finally:
-        stack.down(started)
 
 
 if __name__ == "__main__":

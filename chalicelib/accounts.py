@@ -4,7 +4,8 @@ device-flow sessions and revoked session ids, all in the ``accounts`` table keye
   user#<email>        a user (one per mailbox) and the team it belongs to
   team#<id>           a team: name, tier, deployment TTL policy
   apikey#<sha256>     an API key, found by the hash of its secret (the secret is never stored)
-  link#<sha256>       a single-use sign-in link (TTL), taken with a conditional delete
+  link#<sha256>       a single-use sign-in link (TTL): one follow at a time holds it (a lease),
+                      and the follow that finishes deletes it
   cli#<uuid>          a CLI device-flow session (TTL); clitoken#<uuid> holds its sealed API key
                       between approval and the CLI's next poll, which takes it (once)
   revoked#<jti>       a logged-out session (TTL: until the session would have expired)
@@ -94,6 +95,7 @@ class Link:
     next_path: str = "/dashboard"
     claim_owner: str = ""
     team_name: str = ""
+    leased_until: int = 0  # a follow holds the link until then (``lease_link``); 0: none
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,7 @@ class AccountStore:
         self._db.put_item(
             self._table,
             {
-                "pk": f"link#{secret_hash(secret)}",
+                **_link_key(secret),
                 "email": link.email,
                 "purpose": link.purpose.value,
                 "expires_at": link.expires_at,
@@ -189,14 +191,8 @@ class AccountStore:
             },
         )
 
-    def take_link(self, secret: str, now: int) -> Link | None:
-        """The link, removed as it is read: a second use (or an expired link) finds nothing."""
-        item = self._db.take(
-            self._table,
-            {"pk": f"link#{secret_hash(secret)}"},
-            "attribute_exists(pk) AND expires_at > :now",
-            {":now": now},
-        )
+    def link(self, secret: str) -> Link | None:
+        item = self._db.get(self._table, _link_key(secret), consistent=True)
         if item is None:
             return None
         return Link(
@@ -206,7 +202,33 @@ class AccountStore:
             next_path=item.get("next_path", "/dashboard"),
             claim_owner=item.get("claim_owner", ""),
             team_name=item.get("team_name", ""),
+            leased_until=item.get("leased_until", 0),
         )
+
+    def lease_link(self, secret: str, now: int, until: int) -> bool:
+        """Hold an unexpired link until ``until``, unless a follow holds it already (a
+        conditional update): of two follows at once, only one gets it. False otherwise."""
+        return self._db.update_if(
+            self._table,
+            _link_key(secret),
+            "SET leased_until = :until",
+            "expires_at > :now AND (attribute_not_exists(leased_until) OR leased_until <= :now)",
+            {":now": now, ":until": until},
+        )
+
+    def release_link(self, secret: str, until: int) -> None:
+        """Drop the hold that ends at ``until`` (that follow's own), so the link can be
+        followed again at once; a later follow's hold is left alone."""
+        self._db.update_if(
+            self._table,
+            _link_key(secret),
+            "REMOVE leased_until",
+            "leased_until = :until",
+            {":until": until},
+        )
+
+    def delete_link(self, secret: str) -> None:
+        self._db.delete_item(self._table, _link_key(secret))
 
     # -- sessions ---------------------------------------------------------------------------
     def revoke(self, jti: str, until: int) -> None:
@@ -341,6 +363,10 @@ class AccountStore:
     def take_cli_token(self, session_id: str) -> bytes | None:
         item = self._db.take(self._table, {"pk": f"clitoken#{session_id}"}, "attribute_exists(pk)")
         return bytes(item["sealed"]) if item else None
+
+
+def _link_key(secret: str) -> dict[str, str]:
+    return {"pk": f"link#{secret_hash(secret)}"}
 
 
 def _user(item: Item) -> User:

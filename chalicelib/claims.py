@@ -9,12 +9,14 @@ the link is followed, so a typo in the address claims nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from chalicelib import errors
@@ -31,10 +33,19 @@ from chalicelib.tokens import InvalidTokenError, Signer, UpgradeClaims
 
 log = logging.getLogger(__name__)
 LINK_TTL_SECONDS = 15 * 60
+LINK_LEASE_SECONDS = 60  # how long one follow holds a link: the Lambda timeout, so none outlives it
 MAILS_PER_HOUR = 5  # sign-in links per address
 TEAM_NAME_MAX = 64
 TEAM_NAME = re.compile(rf"[^\W_][\w .,'&()-]{{0,{TEAM_NAME_MAX - 1}}}")
 DEFAULT_NEXT = "/dashboard"
+
+
+class LinkRefused(StrEnum):
+    """Why following a sign-in link signed nobody in: the ``error`` of /login it lands on."""
+
+    INVALID = "link_invalid"  # unknown, used or expired
+    IN_USE = "link_in_use"  # another follow of it is running: open it again in a few seconds
+    INCOMPLETE = "sign_in_incomplete"  # failed midway: opening it again finishes
 
 
 @dataclass(frozen=True)
@@ -115,27 +126,34 @@ class ClaimService:
         )
         self._send_link(link, "Your instanode sign-in link", "sign in")  # quietly capped
 
-    def follow(self, secret: str) -> SignedIn | None:
-        """Use a sign-in link (once). None when it is unknown, used or expired.
+    def follow(self, secret: str) -> SignedIn | LinkRefused:
+        """Use a sign-in link: sign the user up or in and, for a claim, adopt the network.
 
-        Taking the link (a conditional delete) makes this follow its only holder: a second
-        follow at the same time finds nothing, so two never adopt at once. If anything after
-        that fails (a DynamoDB error midway through the claim), the link is put back as it was
-        (same expiry) and the error propagates: following the link again resumes the claim,
-        because every step repeats safely. Signing up finds the user made the first time,
-        adopting moves only what the network still owns (``TeamService.adopt``), and marking
-        the network claimed is a plain set. Once a follow has succeeded the link stays taken.
+        The link stays stored until this succeeds, then it is deleted (single use). Meanwhile
+        this follow holds it for LINK_LEASE_SECONDS (a conditional update), so a second follow
+        at the same time is refused (``IN_USE``) and two never adopt at once. If this one fails
+        midway (a DynamoDB error), it lets go of the link and answers ``INCOMPLETE``; if the
+        process dies instead (a crash, the Lambda timeout), the hold simply lapses. Either way
+        following the link again finishes the claim, because every step repeats safely:
+        signing up finds the user made the first time, adopting moves only what the network
+        still owns (``TeamService.adopt``), and marking the network claimed is a plain set.
         """
         now = int(self._clock())
-        link = self._accounts.take_link(secret, now) if secret else None
-        if link is None:
-            return None
+        link = self._accounts.link(secret) if secret else None
+        if link is None or link.expires_at <= now:
+            return LinkRefused.INVALID
+        until = now + LINK_LEASE_SECONDS
+        if link.leased_until > now or not self._accounts.lease_link(secret, now, until):
+            return LinkRefused.IN_USE
         try:
-            return self._sign_in(link, now)
+            signed_in = self._sign_in(link, now)
+            self._accounts.delete_link(secret)
         except Exception:
-            log.warning("sign-in link failed midway; it is restored for another try")
-            self._accounts.put_link(secret, link)
-            raise
+            log.exception("a sign-in link failed midway; following it again finishes")
+            with contextlib.suppress(Exception):  # else the hold lapses at `until`
+                self._accounts.release_link(secret, until)
+            return LinkRefused.INCOMPLETE
+        return signed_in
 
     def _sign_in(self, link: Link, now: int) -> SignedIn:
         default_team = f"{link.email.split('@')[0][:50]}'s team"

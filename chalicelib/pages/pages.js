@@ -105,10 +105,15 @@
     if (!items.length) $("claim-items").append(el("li", "No live resources right now."));
   }
 
+  const LINK_ERRORS = new Map([
+    ["link_invalid", "That sign-in link was already used or has expired. Enter your email to get a new one."],
+    ["link_in_use", "That sign-in link is being used right now (was it opened twice?). Wait a few seconds, then open it again."],
+    ["sign_in_incomplete", "Something went wrong before we could finish signing you in. Open the same sign-in link again to finish: it still works."],
+  ]);
+
   function login() {
-    if (params.get("error") === "link_invalid") {
-      show("login-error", "That sign-in link was already used or has expired. Enter your email to get a new one.");
-    }
+    const linkError = LINK_ERRORS.get(params.get("error"));
+    if (linkError) show("login-error", linkError);
     const next = params.get("next");
     const safeNext = next && /^\/(?![/\\])/.test(next) ? next : undefined;
     onSubmit("login-form", "login-submit", async () => {

@@ -32,12 +32,14 @@ def email_start() -> dict[str, Any]:
 @bp.route("/auth/email/callback", methods=["GET"])
 def email_callback() -> Response:
     from chalicelib.auth import session_cookie
+    from chalicelib.claims import LinkRefused
 
     params = bp.current_request.query_params
     secret = str(params.get("token", "")) if params else ""
     signed_in = get_claims().follow(secret)
-    if signed_in is None:
-        return Response("", status_code=302, headers={"Location": "/login?error=link_invalid"})
+    if isinstance(signed_in, LinkRefused):  # the login page explains each one
+        location = f"/login?error={signed_in.value}"
+        return Response("", status_code=302, headers={"Location": location})
     cookie = session_cookie(signed_in.session_token, get_settings().secure_cookies)
     return Response(
         "",

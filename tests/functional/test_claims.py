@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,12 +18,21 @@ from botocore.exceptions import ClientError
 from chalice.test import Client
 
 from chalicelib import deps
-from chalicelib.accounts import SEAL_LABEL
-from chalicelib.claims import LINK_TTL_SECONDS, MAILS_PER_HOUR, ClaimService
+from chalicelib.accounts import SEAL_LABEL, Link, LinkPurpose
+from chalicelib.claims import (
+    LINK_LEASE_SECONDS,
+    LINK_TTL_SECONDS,
+    MAILS_PER_HOUR,
+    ClaimService,
+    LinkRefused,
+    SignedIn,
+)
 from chalicelib.dynamo import Dynamo
 from chalicelib.jobs.reaper import Reaper
 from chalicelib.mail import build_sender
+from chalicelib.models import team_owner
 from chalicelib.outbox import Outbox
+from chalicelib.routes import auth as auth_routes
 from chalicelib.sealing import Sealer
 from chalicelib.store import ResourceStore
 from chalicelib.teams import TeamService
@@ -46,7 +56,7 @@ from tests.functional.accounts_fixtures import (
 from tests.functional.conftest import scan, settings
 
 DAY = 24 * 3600
-LOGIN_INVALID = "/login?error=link_invalid"
+LOGIN_INVALID = f"/login?error={LinkRefused.INVALID}"
 
 
 def claim_with(client: Client, **body: Any) -> Reply:
@@ -240,53 +250,176 @@ def test_follow_link_keeps_same_site_next(client: Client, stack: Stack) -> None:
     assert landing(client, stack, "/cli/approve?session=x") == "/cli/approve?session=x"
 
 
-class FlakyDynamo(Dynamo):
-    """The real DynamoDB, except that its ``fail_on``-th transaction raises (once), as a
-    throttled or failing DynamoDB would."""
+class Crash(BaseException):
+    """The process dying midway (a Lambda timeout, a crash): nothing after it runs."""
 
-    def __init__(self, real: Dynamo, fail_on: int) -> None:
+
+class FlakyDynamo(Dynamo):
+    """The real DynamoDB, except that its ``fail_on``-th transaction raises ``failure`` (once),
+    as a throttled or failing DynamoDB (or a dying process) would."""
+
+    def __init__(self, real: Dynamo, fail_on: int, failure: BaseException) -> None:
         super().__init__(real.client)
         self.transactions = 0
         self._fail_on = fail_on
+        self._failure = failure
 
     def transact(self, items: Sequence[dict[str, Any]]) -> None:
         self.transactions += 1
         if self.transactions == self._fail_on:
-            error = {"Code": "InternalServerError", "Message": "injected"}
-            raise ClientError({"Error": error}, "TransactWriteItems")
+            raise self._failure
         super().transact(items)
 
 
-def claim_service_failing_move(nth: int) -> ClaimService:
-    """The service as deps builds it, except that adoption fails its ``nth`` resource move."""
-    flaky = FlakyDynamo(deps.get_dynamo(), nth)
-    teams = TeamService(settings(), flaky, deps.get_accounts(), all_tiers(), deps.get_provider)
+class GatedDynamo(Dynamo):
+    """The real DynamoDB, except that the first transaction waits until ``go`` is set."""
+
+    def __init__(self, real: Dynamo) -> None:
+        super().__init__(real.client)
+        self.waiting = threading.Event()
+        self.go = threading.Event()
+
+    def transact(self, items: Sequence[dict[str, Any]]) -> None:
+        if not self.waiting.is_set():
+            self.waiting.set()
+            assert self.go.wait(30)
+        super().transact(items)
+
+
+INJECTED = ClientError({"Error": {"Code": "InternalServerError", "Message": "x"}}, "Transact")
+
+
+def claim_service_moving_with(db: Dynamo, clock: Callable[[], float] = time.time) -> ClaimService:
+    """The service as deps builds it, except that adoption moves resources through ``db``."""
+    teams = TeamService(settings(), db, deps.get_accounts(), all_tiers(), deps.get_provider)
     store = ResourceStore(deps.get_dynamo(), settings())
-    return ClaimService(settings(), deps.get_accounts(), store, teams, deps.get_outbox)
+    return ClaimService(settings(), deps.get_accounts(), store, teams, deps.get_outbox, clock)
+
+
+def claim_service_failing_move(nth: int, failure: BaseException = INJECTED) -> ClaimService:
+    """The service as deps builds it, except that adoption fails its ``nth`` resource move."""
+    return claim_service_moving_with(FlakyDynamo(deps.get_dynamo(), nth, failure))
+
+
+def pending_claim(client: Client, stack: Stack) -> tuple[list[dict[str, Any]], str, str]:
+    """Three anonymous resources of one network, claimed by mail: them, their owner and the
+    sign-in link (not followed yet)."""
+    ip = fresh_ip()
+    network = [made(client, path, ip=ip) for path in ("/webhook/new", "/storage/new", "/db/new")]
+    email = new_email()
+    assert claim_with(client, token=network[0]["upgrade_jwt"], email=email).status == 200
+    return network, claims_of(network[0]["upgrade_jwt"])["own"], magic_link(stack, email)
+
+
+def secret_of(link: str) -> str:
+    return parse_qs(urlsplit(link).query)["token"][0]
+
+
+def refused(reply: Reply, why: LinkRefused) -> bool:
+    return reply.headers["location"] == f"/login?error={why}" and "set-cookie" not in reply.headers
+
+
+def team_resource_ids(link: Link) -> set[str]:
+    user = deps.get_accounts().user_by_email(link.email)
+    assert user is not None
+    store = ResourceStore(deps.get_dynamo(), settings())
+    return {r.id for r in store.active_owned(team_owner(user.team_id))}
 
 
 def test_follow_claim_link_again_after_failure_midway_finishes_the_claim(
-    client: Client, stack: Stack
+    client: Client, stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ip = fresh_ip()
-    network = [made(client, path, ip=ip) for path in ("/webhook/new", "/storage/new", "/db/new")]
-    owner = claims_of(network[0]["upgrade_jwt"])["own"]
-    email = new_email()
-    assert claim_with(client, token=network[0]["upgrade_jwt"], email=email).status == 200
-    link = magic_link(stack, email)
+    network, owner, link = pending_claim(client, stack)
     store = ResourceStore(deps.get_dynamo(), settings())
+    failing = claim_service_failing_move(2)
+    monkeypatch.setattr(auth_routes, "get_claims", lambda: failing)
 
-    with pytest.raises(ClientError):
-        claim_service_failing_move(2).follow(parse_qs(urlsplit(link).query)["token"][0])
+    assert refused(follow(client, link), LinkRefused.INCOMPLETE)  # not a 500 page
     assert len(store.active_owned(owner)) == 2  # the first resource moved, then the failure
 
-    session = session_of(follow(client, link))  # the same link again
+    monkeypatch.undo()
+    session = session_of(follow(client, link))  # the same link again, at once
     listed = call(client, "GET", "/api/v1/resources", bearer=session)
     assert sorted(i["id"] for i in listed.body["items"]) == sorted(r["id"] for r in network)
     assert store.active_owned(owner) == []
 
-    again = follow(client, link)
-    assert again.headers["location"] == LOGIN_INVALID and "set-cookie" not in again.headers
+    assert refused(follow(client, link), LinkRefused.INVALID)
+
+
+def test_follow_claim_link_after_a_crash_midway_finishes_once_the_hold_lapses(
+    client: Client, stack: Stack
+) -> None:
+    network, owner, link = pending_claim(client, stack)
+    store = ResourceStore(deps.get_dynamo(), settings())
+    with pytest.raises(Crash):
+        claim_service_failing_move(2, Crash()).follow(secret_of(link))
+    assert len(store.active_owned(owner)) == 2
+
+    assert refused(follow(client, link), LinkRefused.IN_USE)  # the dead follow still holds it
+    assert len(store.active_owned(owner)) == 2
+
+    lapsed = time.time() + LINK_LEASE_SECONDS + 1
+    signed_in = claim_service(lambda: lapsed).follow(secret_of(link))
+    assert isinstance(signed_in, SignedIn) and signed_in.claimed == 2
+    assert store.active_owned(owner) == []
+    stored = deps.get_accounts().link(secret_of(link))
+    assert stored is None  # used up
+
+    assert refused(follow(client, link), LinkRefused.INVALID)
+
+
+def test_follow_link_while_another_follow_holds_it_signs_in_and_adopts_once(
+    client: Client, stack: Stack
+) -> None:
+    network, owner, link = pending_claim(client, stack)
+    store = ResourceStore(deps.get_dynamo(), settings())
+    held = deps.get_accounts().link(secret_of(link))
+    assert held is not None
+    gated = GatedDynamo(deps.get_dynamo())
+    results: list[SignedIn | LinkRefused] = []
+    first = threading.Thread(
+        target=lambda: results.append(claim_service_moving_with(gated).follow(secret_of(link)))
+    )
+    first.start()
+    try:
+        assert gated.waiting.wait(30)  # the first follow holds the link, about to move
+        assert refused(follow(client, link), LinkRefused.IN_USE)
+        assert len(store.active_owned(owner)) == len(network)  # the second one moved nothing
+    finally:
+        gated.go.set()
+        first.join(30)
+    [signed_in] = results
+    assert isinstance(signed_in, SignedIn) and signed_in.claimed == len(network)
+    assert team_resource_ids(held) == {r["id"] for r in network}
+
+    assert refused(follow(client, link), LinkRefused.INVALID)
+
+
+def test_follow_link_past_its_expiry_is_invalid_even_after_a_crash(
+    client: Client, stack: Stack
+) -> None:
+    _, _, link = pending_claim(client, stack)
+    with pytest.raises(Crash):
+        claim_service_failing_move(1, Crash()).follow(secret_of(link))
+    past_expiry = time.time() + LINK_TTL_SECONDS + 1
+    assert claim_service(lambda: past_expiry).follow(secret_of(link)) is LinkRefused.INVALID
+
+
+@pytest.mark.usefixtures("app_env")
+def test_link_is_held_by_one_follow_at_a_time_until_its_hold_lapses() -> None:
+    accounts, now = deps.get_accounts(), int(time.time())
+    accounts.put_link("s3cret", Link(new_email(), LinkPurpose.LOGIN, now + LINK_TTL_SECONDS))
+    assert accounts.lease_link("s3cret", now, now + 60)
+    assert not accounts.lease_link("s3cret", now, now + 60)  # the same instant: one wins
+    assert not accounts.lease_link("s3cret", now + 59, now + 119)
+    accounts.release_link("s3cret", now + 61)  # not this hold: it stays
+    assert not accounts.lease_link("s3cret", now + 1, now + 61)
+    assert accounts.lease_link("s3cret", now + 60, now + 120)  # lapsed
+    accounts.release_link("s3cret", now + 120)
+    assert accounts.lease_link("s3cret", now + 61, now + 121)  # let go
+    assert not accounts.lease_link("s3cret", now + LINK_TTL_SECONDS, now + 2000)  # expired
+    assert not accounts.lease_link("unknown", now, now + 60)
+    assert accounts.link("unknown") is None
 
 
 # -- POST /auth/email/start ---------------------------------------------------------------------
