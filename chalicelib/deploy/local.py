@@ -5,7 +5,8 @@ and kept across redeploys so the URL stays) and one directory per revision holdi
 the build context, ``build.log``, ``status.json`` (written atomically by the worker at each step)
 and, briefly, the 0600 ``env`` file. ``start`` spawns ``chalicelib.deploy.local_worker``, which
 builds with ``buildah bud --isolation chroot`` and runs the image with ``podman --runtime runc``
-published on 127.0.0.1 only (the workarounds this kind of machine needs: notes, section 6).
+published on 127.0.0.1 and on podman's bridge gateway (``chalicelib.deploy.podman``). A revision
+that fails to start leaves the previous one serving (the worker parks it, then restores it).
 """
 
 from __future__ import annotations
@@ -30,22 +31,13 @@ from typing import Any
 from chalicelib.config import DeploySettings
 from chalicelib.deploy.backend import BuildSpec, DeployStatus, Event, Observed
 from chalicelib.deploy.classify import classify_build, classify_runtime
+from chalicelib.deploy.podman import app_lines, container_of, inspect, podman, spare_of
 from chalicelib.errors import BackendUnavailableError
 
-PODMAN = ("podman", "--runtime", "runc")  # crun refuses cgroup v1 hybrid hosts
-ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")  # no CAP_SYS_RESOURCE
 WORKER_MARK = "[instanode] "  # the worker's own lines in build.log (left out of classification)
 _SLUG = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 _ROOT = Path(__file__).resolve().parents[2]  # where `python -m chalicelib...` imports from
 _WORKER_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "XDG_RUNTIME_DIR", "CONTAINERS_CONF")
-
-
-def image_of(slug: str, revision: int | str) -> str:
-    return f"localhost/instanode-{slug}:{revision}"
-
-
-def container_of(slug: str) -> str:
-    return f"instanode-{slug}"
 
 
 @dataclass(frozen=True)
@@ -126,49 +118,18 @@ def locked(path: Path) -> Iterator[None]:
         yield
 
 
-def podman(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*PODMAN, *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-@dataclass(frozen=True)
-class Container:
-    revision: int | None
-    running: bool
-    exit_code: int | None
-    oom: bool
-
-
-def inspect(slug: str) -> Container | None:
-    """The app's container as podman sees it, or None when there is none."""
-    done = podman("container", "inspect", container_of(slug))
-    if done.returncode != 0:
-        return None
-    info = json.loads(done.stdout)[0]
-    state, labels = info["State"], info["Config"].get("Labels") or {}
-    revision = labels.get("instanode.revision")
-    return Container(
-        revision=int(revision) if revision else None,
-        running=state.get("Status") == "running",
-        exit_code=state.get("ExitCode"),
-        oom=bool(state.get("OOMKilled")),
-    )
-
-
-def app_lines(slug: str) -> list[str]:
-    done = podman("logs", container_of(slug))
-    return (done.stdout + done.stderr).splitlines() if done.returncode == 0 else []
-
-
 class LocalBackend:
     name = "local"
 
     def __init__(
-        self, settings: DeploySettings, fetch_context: Callable[[str, str], bytes]
+        self,
+        settings: DeploySettings,
+        fetch_context: Callable[[str, str], bytes],
+        health_timeout: float = 60.0,
     ) -> None:
         self.settings = settings
         self.fetch_context = fetch_context
+        self.health_timeout = health_timeout  # seconds a new revision has to answer HTTP
         self.state = Path(settings.state_dir)
         self._children: dict[Path, subprocess.Popen[bytes]] = {}
 
@@ -177,8 +138,7 @@ class LocalBackend:
 
     def internal_url_of(self, slug: str) -> str:
         """Containers cannot resolve ``<slug>.localhost``: they reach the host by podman's name
-        for it. Only answers once the host port is published on the podman bridge address
-        (host.containers.internal = 10.88.0.1), not just on 127.0.0.1."""
+        for it, the bridge gateway, where the worker publishes the host port too."""
         return f"http://host.containers.internal:{self.host_port(slug)}"
 
     def host_port(self, slug: str) -> int:
@@ -215,6 +175,7 @@ class LocalBackend:
                 host_port=host_port,
                 memory_mb=spec.limits.memory_mb,
                 cpu_millis=spec.limits.cpu_millis,
+                health_timeout=self.health_timeout,
             )
             write_json(paths.job, dataclasses.asdict(job))
             write_record(paths, Record(DeployStatus.BUILDING, at=int(time.time())))
@@ -268,7 +229,11 @@ class LocalBackend:
 
     def _still_running(self, slug: str, revision: int, paths: Paths, record: Record) -> Record:
         """A healthy revision whose container exited since becomes FAILED (runtime)."""
-        container = inspect(slug)
+        container = inspect(container_of(slug))
+        if container is None:
+            parked = inspect(spare_of(slug))
+            if parked is not None and parked.revision == revision:
+                return record  # parked while a newer revision starts: back if that one fails
         current = container.revision if container is not None else None
         if current is not None and current > revision:
             return record  # replaced by a newer revision: it stays as it ended
@@ -280,7 +245,7 @@ class LocalBackend:
         elif container.running:
             return record
         else:
-            paths.app_log.write_text("\n".join(app_lines(slug)) + "\n")
+            paths.app_log.write_text("\n".join(app_lines(container_of(slug))) + "\n")
             failed = dataclasses.replace(failed, exit_code=container.exit_code, oom=container.oom)
         write_record(paths, failed)
         return failed
@@ -304,12 +269,11 @@ class LocalBackend:
     def logs(self, slug: str, revision: int, since_line: int = 0) -> list[str]:
         paths = self._paths(slug, revision)
         lines = read_lines(paths.log)
-        container = inspect(slug) if paths.root.exists() else None
-        if container is not None and container.revision == revision:
-            lines += app_lines(slug)
-        else:
-            lines += read_lines(paths.app_log)
-        return lines[since_line:]
+        for name in (container_of(slug), spare_of(slug)) if paths.root.exists() else ():
+            container = inspect(name)
+            if container is not None and container.revision == revision:
+                return (lines + app_lines(name))[since_line:]
+        return (lines + read_lines(paths.app_log))[since_line:]
 
     def remove(self, slug: str) -> None:
         app_dir = self._app_dir(slug)
@@ -318,8 +282,11 @@ class LocalBackend:
             if pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
-        listed = podman("ps", "-aq", "--filter", f"label=instanode.app={slug}")
-        podman("rm", "-f", "-t", "0", container_of(slug), *listed.stdout.split())
+        # every container of the app carries the label (a parked one too); ids only: podman 4.3
+        # removes nothing at all when one of the names it is given does not exist
+        listed = podman("ps", "-aq", "--filter", f"label=instanode.app={slug}").stdout.split()
+        if listed:
+            podman("rm", "-f", "-t", "0", *listed)
         images = podman("images", "-q", "--filter", f"reference=localhost/instanode-{slug}")
         if images.stdout.split():
             podman("rmi", "-f", *sorted(set(images.stdout.split())))

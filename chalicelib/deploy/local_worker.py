@@ -2,8 +2,11 @@
 ``python -m chalicelib.deploy.local_worker <state_dir>/<slug>/<revision>``.
 
 Its stdout and stderr are the revision's build.log. Steps: extract the context, build the image
-(buildah, chroot isolation), then, under the app's deploy lock, replace the app's container and
-wait until something answers HTTP on its host port. status.json is rewritten at each step.
+(buildah, chroot isolation), then, under the app's deploy lock, park the serving container (renamed
+to its spare name and stopped, which frees the host port), run this revision's and wait until
+something answers HTTP on its host port. Healthy: the parked one is removed. Not: this one is
+removed (its logs kept for classification) and the parked one started again, so a bad revision
+never leaves the app down. status.json is rewritten at each step.
 The app's environment goes to podman in a 0600 env file that is deleted once the container runs:
 values never reach a log or a command line.
 """
@@ -25,21 +28,25 @@ from typing import Any
 from chalicelib.deploy.backend import DeployStatus
 from chalicelib.deploy.baseimage import BUSYBOX_IMAGE, ensure_busybox_image
 from chalicelib.deploy.local import (
-    PODMAN,
-    ULIMITS,
     WORKER_MARK,
     Job,
     Paths,
     Record,
+    locked,
+    read_job,
+    read_record,
+    write_record,
+)
+from chalicelib.deploy.podman import (
+    PODMAN,
+    ULIMITS,
     app_lines,
     container_of,
     image_of,
     inspect,
-    locked,
     podman,
-    read_job,
-    read_record,
-    write_record,
+    publish_args,
+    spare_of,
 )
 from chalicelib.deploy.tarball import extract
 
@@ -117,13 +124,49 @@ def env_arguments(paths: Paths) -> tuple[list[str], dict[str, str]]:
     return args, by_name
 
 
-def run(job: Job, paths: Paths) -> bool:
-    """Replace the app's container with this revision's; False (and FAILED) when it cannot."""
-    name = container_of(job.slug)
-    podman("rm", "-f", "-t", "3", name)
+def park(slug: str) -> int | None:
+    """Stop the serving container under its spare name (freeing the host port); its revision,
+    or None when nothing was serving. One that is not running is simply removed."""
+    name, spare = container_of(slug), spare_of(slug)
+    current = inspect(name)
+    if current is not None:  # else a worker that died mid-swap may have left one parked
+        podman("rm", "-f", "-t", "0", spare)
+        renamed = current.running and podman("rename", name, spare).returncode == 0
+        if not renamed:
+            podman("rm", "-f", "-t", "3", name)
+    parked = inspect(spare)
+    if parked is None or parked.revision is None:
+        return None
+    podman("stop", "-t", "3", spare)
+    say(f"parked revision {parked.revision} as {spare}")
+    return parked.revision
+
+
+def unpark(job: Job, previous: int | None) -> None:
+    """After a failed start: remove this revision's container and serve the parked one again
+    (started before it gets its name back, so it never looks like an exited app)."""
+    podman("rm", "-f", "-t", "0", container_of(job.slug))
+    if previous is None:
+        return
+    started = podman("start", spare_of(job.slug))
+    podman("rename", spare_of(job.slug), container_of(job.slug))
+    if started.returncode != 0:
+        say(f"revision {previous} did not start again: {started.stderr.strip()}")
+        return
+    deadline = time.monotonic() + job.health_timeout
+    while not (back := answers(job.host_port, job.slug)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    say(f"revision {previous} " + ("serves again" if back else "was started but does not answer"))
+
+
+Failure = dict[str, Any]  # the FAILED record's fields, written once the previous one is back
+
+
+def run(job: Job, paths: Paths) -> Failure | None:
+    """Start this revision's container; what went wrong when podman cannot."""
     env_args, by_name = env_arguments(paths)
-    command = [*PODMAN, "run", "-d", "--name", name, *ULIMITS, "--pull", "never"]
-    command += ["-p", f"127.0.0.1:{job.host_port}:{job.port}"]
+    command = [*PODMAN, "run", "-d", "--name", container_of(job.slug), *ULIMITS]
+    command += ["--pull", "never", *publish_args(job.host_port, job.port)]
     command += ["--memory", f"{job.memory_mb}m", "--cpus", f"{job.cpu_millis / 1000:g}"]
     command += ["--label", f"instanode.app={job.slug}"]
     command += ["--label", f"instanode.revision={job.revision}"]
@@ -145,28 +188,27 @@ def run(job: Job, paths: Paths) -> bool:
     if done.returncode != 0:
         print(done.stderr, end="", flush=True)
         paths.app_log.write_text(done.stderr)
-        fail(paths, "run", exit_code=done.returncode, error="podman could not start the app")
-        return False
-    return True
+        return {"exit_code": done.returncode, "error": "podman could not start the app"}
+    return None
 
 
-def wait_healthy(job: Job, paths: Paths) -> None:
-    began = time.monotonic()
+def wait_healthy(job: Job, paths: Paths) -> Failure | None:
+    """HEALTHY once the app answers HTTP; what went wrong (its logs kept in app.log) when it
+    exits first or does not answer within the health timeout."""
+    name, began = container_of(job.slug), time.monotonic()
     while True:
-        container = inspect(job.slug)
+        container = inspect(name)
         if container is None or not container.running:
-            paths.app_log.write_text("\n".join(app_lines(job.slug)) + "\n")
+            paths.app_log.write_text("\n".join(app_lines(name)) + "\n")
             exit_code = container.exit_code if container else None
-            fail(paths, "run", exit_code=exit_code, oom=bool(container and container.oom))
-            return
+            return {"exit_code": exit_code, "oom": bool(container and container.oom)}
         if answers(job.host_port, job.slug):
             update(paths, status=DeployStatus.HEALTHY, deploy_s=round(time.monotonic() - began, 2))
-            return
+            return None
         if time.monotonic() - began > job.health_timeout:
-            podman("stop", "-t", "3", container_of(job.slug))
-            paths.app_log.write_text("\n".join(app_lines(job.slug)) + "\n")
-            fail(paths, "run", listening=False)
-            return
+            podman("stop", "-t", "3", name)
+            paths.app_log.write_text("\n".join(app_lines(name)) + "\n")
+            return {"listening": False}
         time.sleep(0.2)
 
 
@@ -182,14 +224,16 @@ def answers(host_port: int, slug: str) -> bool:
     return True
 
 
-def prune(job: Job) -> None:
-    """Delete the app's images of older revisions (newer ones may be building right now)."""
+def prune(job: Job, serving: int | None) -> None:
+    """Delete the app's images up to this revision but the serving one's (newer ones may be
+    building right now)."""
     listed = podman(
         "images", "--format", "{{.Tag}}", "--filter", f"reference={image_of(job.slug, '*')}"
     )
-    older = [t for t in listed.stdout.split() if t.isdigit() and int(t) < job.revision]
-    if older:
-        podman("rmi", "-f", *(image_of(job.slug, int(t)) for t in older))
+    revisions = {int(t) for t in listed.stdout.split() if t.isdigit()}
+    doomed = sorted(r for r in revisions if r <= job.revision and r != serving)
+    if doomed:
+        podman("rmi", "-f", *(image_of(job.slug, r) for r in doomed))
 
 
 def deploy(job: Job, paths: Paths) -> None:
@@ -203,9 +247,18 @@ def deploy(job: Job, paths: Paths) -> None:
             fail(paths, "superseded", error=f"revision {newer} was started before this one ran")
             podman("rmi", "-f", image_of(job.slug, job.revision))
             return
-        if run(job, paths):
-            wait_healthy(job, paths)
-    prune(job)
+        previous = park(job.slug)
+        try:
+            failure = run(job, paths) or wait_healthy(job, paths)
+        except BaseException:
+            unpark(job, previous)
+            raise
+        if failure is None:
+            podman("rm", "-f", "-t", "0", spare_of(job.slug))
+        else:
+            unpark(job, previous)
+            fail(paths, "run", **failure)
+    prune(job, previous if failure else job.revision)
 
 
 def main(argv: list[str]) -> int:

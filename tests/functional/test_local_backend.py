@@ -1,5 +1,7 @@
 """The local deploy backend against real podman and buildah (no mocks): build contexts become
-containers answering on 127.0.0.1:<host port>; failures come back classified."""
+containers answering on 127.0.0.1:<host port> (and, for other containers, at their internal URL);
+failures come back classified, and a redeploy that fails to start leaves the previous revision
+serving."""
 
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ import requests
 from chalicelib.config import DeploySettings
 from chalicelib.deploy.backend import BuildSpec, DeployStatus, Observed, PodLimits
 from chalicelib.deploy.baseimage import BUSYBOX_IMAGE, ensure_busybox_image
-from chalicelib.deploy.local import LocalBackend, container_of, image_of
+from chalicelib.deploy.local import LocalBackend
+from chalicelib.deploy.podman import container_of, image_of, spare_of
 
 BUCKET = "deploys"
 HTTPD = 'CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]'
@@ -40,6 +43,25 @@ def context(dockerfile: str, **files: str) -> bytes:
 def site(body: str, cmd: str = HTTPD) -> bytes:
     dockerfile = f"FROM {BUSYBOX_IMAGE}\nCOPY index.html /www/index.html\nEXPOSE 8080\n{cmd}\n"
     return context(dockerfile, **{"index.html": body})
+
+
+# A CGI script that answers with what GET / at $API_URL (http://host:port) answers, fetched with
+# busybox nc (busybox wget crashes in these containers).
+FETCH_CGI = """#!/bin/sh
+echo "Content-Type: text/plain"
+echo ""
+hostport=${API_URL#http://}
+printf 'GET / HTTP/1.0\\r\\nHost: api\\r\\n\\r\\n' | nc "${hostport%:*}" "${hostport##*:}" 2>&1
+"""
+
+
+def fetcher() -> bytes:
+    """An app on port 8080 whose /cgi-bin/api fetches $API_URL when asked."""
+    dockerfile = (
+        f"FROM {BUSYBOX_IMAGE}\nCOPY api.cgi /www/cgi-bin/api\nRUN chmod 755 /www/cgi-bin/api\n"
+        f"{HTTPD}\n"
+    )
+    return context(dockerfile, **{"api.cgi": FETCH_CGI})
 
 
 class Deployer:
@@ -85,6 +107,18 @@ class Deployer:
 
     def port(self, slug: str) -> int:
         return int(self.backend.url_of(slug).rsplit(":", 1)[1])
+
+    def settle(self, slug: str, revision: int) -> None:
+        """Wait until the revision's worker exited: it prunes images after the final status."""
+        pid_file = Path(self.settings.state_dir) / slug / str(revision) / "worker.pid"
+        pid = json.loads(pid_file.read_text())["pid"]
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{pid}/stat").exists() and not _zombie(pid):
+            assert time.monotonic() < deadline, f"the worker of {slug} {revision} still runs"
+            time.sleep(0.1)
+
+    def get(self, slug: str, path: str = "/") -> str:
+        return requests.get(f"http://127.0.0.1:{self.port(slug)}{path}", timeout=5).text
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +249,7 @@ def test_redeploy_keeps_the_url_and_serves_the_new_body(deployer: Deployer) -> N
     assert deployer.backend.url_of(slug) == url
     assert requests.get(f"http://127.0.0.1:{deployer.port(slug)}/", timeout=5).text == "version two"
     assert deployer.backend.observe(slug, 1).status == DeployStatus.HEALTHY  # replaced, not failed
+    deployer.settle(slug, 2)
     assert podman("image", "exists", image_of(slug, 1)).returncode != 0  # pruned
 
 
@@ -230,6 +265,74 @@ def test_an_older_revision_built_late_does_not_replace_a_newer_one(deployer: Dep
     assert older.status == DeployStatus.FAILED
     assert older.events[0].reason == "Superseded"
     assert requests.get(f"http://127.0.0.1:{deployer.port(slug)}/", timeout=5).text == "new"
+
+
+def test_an_app_reaches_another_at_its_internal_url(deployer: Deployer) -> None:
+    api, web, body = new_slug(), new_slug(), f"api-body-{secrets.token_hex(4)}"
+    deployer.start(api, 1, site(body))
+    assert deployer.wait(api, 1).status == DeployStatus.HEALTHY
+    internal = deployer.backend.internal_url_of(api)
+
+    deployer.start(web, 1, fetcher(), env={"API_URL": internal})
+
+    observed = deployer.wait(web, 1)
+    assert observed.status == DeployStatus.HEALTHY, observed
+    assert internal == f"http://host.containers.internal:{deployer.port(api)}"
+    fetched = deployer.get(web, "/cgi-bin/api")
+    assert "200 OK" in fetched and body in fetched, fetched
+
+
+def test_a_redeploy_that_crashes_leaves_the_previous_revision_serving(deployer: Deployer) -> None:
+    slug = new_slug()
+    deployer.start(slug, 1, site("revision one"))
+    assert deployer.wait(slug, 1).status == DeployStatus.HEALTHY
+
+    deployer.start(slug, 2, site("x", 'CMD ["sh", "-c", "echo crash-on-start; exit 1"]'))
+    observed = deployer.wait(slug, 2)
+
+    assert observed.status == DeployStatus.FAILED
+    (event,) = observed.events
+    assert (event.reason, event.exit_code) == ("CrashLoop", 1)
+    assert "crash-on-start" in event.last_lines
+    assert deployer.get(slug) == "revision one"
+    assert deployer.backend.observe(slug, 2).status == DeployStatus.FAILED
+    assert deployer.backend.observe(slug, 1).status == DeployStatus.HEALTHY
+    logs = deployer.backend.logs(slug, 2)
+    assert "[instanode] revision 1 serves again" in logs and "crash-on-start" in logs
+    assert containers_of(slug) == [container_of(slug)]  # the failed one is gone, none parked
+    deployer.settle(slug, 2)
+    assert podman("image", "exists", image_of(slug, 1)).returncode == 0  # it serves: kept
+    assert podman("image", "exists", image_of(slug, 2)).returncode != 0
+
+    deployer.start(slug, 3, site("revision three"))  # and the next good one replaces it
+
+    assert deployer.wait(slug, 3).status == DeployStatus.HEALTHY
+    assert deployer.get(slug) == "revision three"
+    deployer.settle(slug, 3)
+    assert containers_of(slug) == [container_of(slug)]  # the parked one removed
+    assert podman("image", "exists", image_of(slug, 1)).returncode != 0
+
+
+def test_a_redeploy_that_never_listens_leaves_the_previous_revision_serving(
+    deployer: Deployer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deployer.backend, "health_timeout", 3.0)
+    slug = new_slug()
+    deployer.start(slug, 1, site("still revision one"))
+    assert deployer.wait(slug, 1).status == DeployStatus.HEALTHY
+    seen: set[DeployStatus] = set()
+
+    deployer.start(slug, 2, site("x", 'CMD ["sleep", "600"]'))
+    observed = deployer.wait(
+        slug, 2, during=lambda: seen.add(deployer.backend.observe(slug, 1).status)
+    )
+
+    assert observed.status == DeployStatus.FAILED
+    assert observed.events[0].reason == "PortNotListening"
+    assert seen == {DeployStatus.HEALTHY}  # parked meanwhile, never reported gone
+    assert deployer.get(slug) == "still revision one"
+    assert deployer.backend.observe(slug, 1).status == DeployStatus.HEALTHY
+    assert containers_of(slug) == [container_of(slug)]
 
 
 def test_logs_are_the_build_log_then_the_app_log(deployer: Deployer) -> None:
@@ -273,6 +376,22 @@ def test_remove_stops_the_app_and_deletes_images_and_state(deployer: Deployer) -
     assert deployer.backend.observe(slug, 1).status == DeployStatus.DELETED
 
 
+def test_remove_during_a_redeploy_removes_the_parked_container_too(deployer: Deployer) -> None:
+    slug = new_slug()
+    deployer.start(slug, 1, site("parked"))
+    assert deployer.wait(slug, 1).status == DeployStatus.HEALTHY
+    deployer.start(slug, 2, site("x", 'CMD ["sleep", "600"]'))  # waits for its health timeout
+    deadline = time.monotonic() + 60
+    while not (revision_of(container_of(slug)) == 2 and revision_of(spare_of(slug)) == 1):
+        assert time.monotonic() < deadline, containers_of(slug)
+        time.sleep(0.2)
+
+    deployer.backend.remove(slug)
+
+    assert containers_of(slug) == []
+    assert not (Path(deployer.settings.state_dir) / slug).exists()
+
+
 def test_remove_twice_is_fine(deployer: Deployer) -> None:
     slug = new_slug()
     deployer.start(slug, 1, site("gone"))
@@ -294,6 +413,16 @@ def test_remove_during_a_build_kills_the_worker(deployer: Deployer) -> None:
 
     assert not Path(f"/proc/{pid['pid']}/cmdline").exists() or _zombie(pid["pid"])
     assert not (Path(deployer.settings.state_dir) / slug).exists()
+
+
+def containers_of(slug: str) -> list[str]:
+    listed = podman("ps", "-a", "--format", "{{.Names}}", "--filter", f"label=instanode.app={slug}")
+    return sorted(listed.stdout.split())
+
+
+def revision_of(name: str) -> int | None:
+    done = podman("inspect", "--format", '{{index .Config.Labels "instanode.revision"}}', name)
+    return int(done.stdout) if done.returncode == 0 else None
 
 
 def _zombie(pid: int) -> bool:

@@ -16,7 +16,7 @@ from chalice.test import Client
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 
 from chalicelib import deps
-from chalicelib.deploy.local import podman
+from chalicelib.deploy.podman import podman
 from chalicelib.jobs.deploys import reap_stacks
 from chalicelib.routes.stacks import UNCOUNTED_STACKS_PER_DAY
 from devstack.stack import Stack
@@ -116,8 +116,8 @@ def test_two_service_stack_resolves_service_urls(client: Client, stacks: list[st
     backend = deps.get_deploy_backend()
     api_slug = f"{body['slug']}-api"
     assert get_app(healthy["stack_url"], "/g.txt") == "hi\n"
-    # The resolved value: the api's host port through podman's name for the host. (Reaching it
-    # from inside the web container needs the port published on the podman bridge too.)
+    # The resolved value: the api's host port through podman's name for the host (that it
+    # answers from inside the web container: test_stack_network.py).
     resolved = get_app(healthy["stack_url"], "/api.txt").strip()
     assert resolved == backend.internal_url_of(api_slug)
     assert resolved == f"http://host.containers.internal:{backend.host_port(api_slug)}"  # type: ignore[attr-defined]
