@@ -4,9 +4,10 @@ bench stack's moto and SMTP servers, real buildah/podman):
   python -m bench.deploys [--n 5]
 
 For a small busybox site: the ``POST /deploy/new`` answer (checks, S3 put, record, worker
-start), the time from that answer until the app is ``healthy`` (polled every 0.1 s), a
-redeploy (revision n+1 at the same URL) until it serves the new body, and the DynamoDB requests
-of the POST. Apps are deleted (``X-Skip-Email-Confirmation``) after each round.
+start), the same request sent again at once (answered from the idempotency record), the time
+from the first answer until the app is ``healthy`` (polled every 0.1 s), a redeploy (revision
+n+1 at the same URL) until it serves the new body, and the DynamoDB requests of the POST.
+Apps are deleted (``X-Skip-Email-Confirmation``) after each round.
 """
 
 from __future__ import annotations
@@ -45,14 +46,25 @@ def run(stack: Stack, n: int) -> int:
     team = call(client, "GET", "/auth/me", bearer=token).body["team"]["id"]
     deps.get_teams().set_tier(team, "pro")
 
-    samples: dict[str, list[float]] = {"POST /deploy/new": [], "to healthy": [], "redeploy": []}
+    samples: dict[str, list[float]] = {
+        "POST /deploy/new": [],
+        "identical retry": [],
+        "to healthy": [],
+        "redeploy": [],
+    }
     requests_per_post: list[int] = []
     for i in range(n):
         meter.reset()
+        tarball = site(f"v1-{i}")
         t0 = time.perf_counter()
-        app_body = deploy(client, token, site(f"v1-{i}"), name=f"bench-{i}").body
+        app_body = deploy(client, token, tarball, name=f"bench-{i}").body
         samples["POST /deploy/new"].append((time.perf_counter() - t0) * 1000)
         requests_per_post.append(sum(meter.sent.values()))
+        t0 = time.perf_counter()
+        replay = deploy(client, token, tarball, name=f"bench-{i}")
+        samples["identical retry"].append((time.perf_counter() - t0) * 1000)
+        if replay.headers.get("x-idempotent-replay") != "true":
+            raise RuntimeError(f"the retry was not a replay: {replay}")
         app_id, url, v2 = app_body["id"], app_body["url"], f"v2-{i}"
         t1 = time.perf_counter()
         _until(_healthy, client, token, app_id)
@@ -69,8 +81,11 @@ def run(stack: Stack, n: int) -> int:
             X_Skip_Email_Confirmation="yes",
         )
     print(f"deploys, local backend (buildah + podman), busybox site, n={n} (ms)")
-    for name, st in stats_of(samples).items():
+    stats = stats_of(samples)
+    for name, st in stats.items():
         print(f"  {name:18s} p50 {st.p50:8.1f}  max {max(st.ms):8.1f}")
+    ratio = stats["identical retry"].p50 / stats["POST /deploy/new"].p50
+    print(f"  identical retry (an idempotent replay) / POST /deploy/new, p50: {ratio:.2f}")
     print(f"  DynamoDB requests per POST /deploy/new: {sum(requests_per_post) / n:.2f}")
     return 0
 
