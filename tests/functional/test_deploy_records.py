@@ -10,10 +10,13 @@ from dataclasses import replace
 
 import pytest
 
-from chalicelib import deps
+from chalicelib import deps, errors
 from chalicelib.deploy.backend import DeployStatus
+from chalicelib.deploy.deletion import DELETION_TOKEN_SECONDS, Subject, TwoStepDeletion
 from chalicelib.deploy.records import PendingDeletion
 from chalicelib.deploy.store import Deployment, DeploymentStore
+from devstack.stack import Stack
+from tests.functional.test_deploys import magic_link_token
 
 
 @pytest.fixture
@@ -97,3 +100,37 @@ def test_upgrade_racing_a_status_change_keeps_both(store: DeploymentStore) -> No
     assert stored is not None
     assert (stored.ttl_policy, stored.expires_at) == ("permanent", None)
     assert stored.status is DeployStatus.HEALTHY
+
+
+def test_a_deletion_token_past_its_15_minutes_is_refused_and_reads_expired(
+    store: DeploymentStore, stack: Stack
+) -> None:
+    app = new_app(store, f"team:{secrets.token_hex(4)}")
+    now = [time.time()]
+    removed: list[str] = []
+
+    def mark(d: Deployment, pending: PendingDeletion | None) -> bool:
+        return store.save(replace(d, deletion=pending), d) is not None
+
+    def remove(d: Deployment, at: int) -> bool:
+        removed.append(d.id)
+        return store.retire(d, DeployStatus.DELETED, at)
+
+    flow = TwoStepDeletion[Deployment](
+        "http://api.test", deps.get_outbox, lambda: now[0], mark, remove
+    )
+    subject = Subject("app", "id", app.id, app.name, app.url, "/confirm")
+    email = f"owner-{secrets.token_hex(4)}@example.com"
+    status, answer = flow.ask(app, subject, email, at_once=False)
+    assert (status, answer["deletion_status"]) == (202, "pending_confirmation")
+    pending = store.get(app.id)
+    assert pending is not None and pending.deletion is not None
+    token = magic_link_token(stack, email)
+    now[0] += DELETION_TOKEN_SECONDS
+    with pytest.raises(errors.InvalidConfirmationTokenError):
+        flow.confirm(pending, subject, token)  # the right token, too late
+    assert pending.as_json(int(now[0]))["deletion_status"] == "expired"
+    assert removed == []
+    assert flow.cancel(pending, subject)["deletion_status"] == "cancelled"
+    cleared = store.get(app.id)
+    assert cleared is not None and cleared.deletion is None
