@@ -49,6 +49,8 @@ class BuildSpec:
     port: int  # the port the app listens on inside its container
     limits: PodLimits
     env: Mapping[str, str] = field(default_factory=dict, repr=False)  # customer secrets
+    # False: served only at ``internal_url_of``, to other apps (a stack's ``expose: false``)
+    public: bool = True
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,8 @@ class DeployBackend(Protocol):
     name: str
 
     def url_of(self, slug: str) -> str:
-        """The public URL an app of this slug is served at (known before it is healthy)."""
+        """The public URL an app of this slug is served at (known before it is healthy; a
+        private app's is not served)."""
         ...
 
     def internal_url_of(self, slug: str) -> str:

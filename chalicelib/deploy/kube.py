@@ -1,9 +1,11 @@
 """DeployBackend on a Kubernetes cluster: kaniko builds each revision in a Job, then a
 Deployment, a Service and an Ingress (cert-manager TLS) run it at ``https://<slug>.<domain>``.
+A private app (a stack's ``expose: false``) gets no Ingress: only its ClusterIP Service, which
+other pods reach at ``internal_url_of``; its health is the Deployment's rollout either way.
 
 Stateless: the Job of a revision is its record (its annotation holds the port and limits the
-Deployment needs), so ``observe`` works from any Lambda. The API calls are in ``kube_client``,
-the reading of what the objects say in ``kube_status``.
+Deployment needs, and whether the app is public), so ``observe`` works from any Lambda. The API
+calls are in ``kube_client``, the reading of what the objects say in ``kube_status``.
 """
 
 from __future__ import annotations
@@ -97,18 +99,23 @@ class KubeBackend:
 
     def _apply_app(self, spec: BuildSpec) -> None:
         """Service and Ingress first, the Deployment last: a Deployment on this revision is
-        what ``observe`` takes as "applied", so an interrupted apply is redone."""
+        what ``observe`` takes as "applied", so an interrupted apply is redone. A private app's
+        Ingress (left from a public revision) and its certificate's Secret are deleted instead."""
         kube = self._kube
         kube.upsert(
             kube.core.create_namespaced_service,
             kube.core.replace_namespaced_service,
             m.service(spec, self._settings),
         )
-        kube.upsert(
-            kube.net.create_namespaced_ingress,
-            kube.net.replace_namespaced_ingress,
-            m.ingress(spec, self._settings),
-        )
+        if spec.public:
+            kube.upsert(
+                kube.net.create_namespaced_ingress,
+                kube.net.replace_namespaced_ingress,
+                m.ingress(spec, self._settings),
+            )
+        else:
+            kube.delete(kube.net.delete_namespaced_ingress, m.app_name(spec.slug))
+            kube.delete(kube.core.delete_namespaced_secret, m.tls_secret_name(spec.slug))
         kube.upsert(
             kube.apps.create_namespaced_deployment,
             kube.apps.replace_namespaced_deployment,

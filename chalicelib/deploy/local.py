@@ -5,8 +5,9 @@ and kept across redeploys so the URL stays) and one directory per revision holdi
 the build context, ``build.log``, ``status.json`` (written atomically by the worker at each step)
 and, briefly, the 0600 ``env`` file. ``start`` spawns ``chalicelib.deploy.local_worker``, which
 builds with ``buildah bud --isolation chroot`` and runs the image with ``podman --runtime runc``
-published on 127.0.0.1 and on podman's bridge gateway (``chalicelib.deploy.podman``). A revision
-that fails to start leaves the previous one serving (the worker parks it, then restores it).
+published on 127.0.0.1 and on podman's bridge gateway, a private app's on the gateway only
+(``chalicelib.deploy.podman``). A revision that fails to start leaves the previous one serving
+(the worker parks it, then restores it).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Job:
     host_port: int
     memory_mb: int
     cpu_millis: int
+    public: bool = True  # False: published on podman's bridge only (``podman.published_on``)
     health_timeout: float = 60.0
     build_timeout: float = 900.0
 
@@ -175,6 +177,7 @@ class LocalBackend:
                 host_port=host_port,
                 memory_mb=spec.limits.memory_mb,
                 cpu_millis=spec.limits.cpu_millis,
+                public=spec.public,
                 health_timeout=self.health_timeout,
             )
             write_json(paths.job, dataclasses.asdict(job))

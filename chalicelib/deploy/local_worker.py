@@ -46,6 +46,7 @@ from chalicelib.deploy.podman import (
     inspect,
     podman,
     publish_args,
+    published_on,
     spare_of,
 )
 from chalicelib.deploy.tarball import extract
@@ -154,7 +155,7 @@ def unpark(job: Job, previous: int | None) -> None:
         say(f"revision {previous} did not start again: {started.stderr.strip()}")
         return
     deadline = time.monotonic() + job.health_timeout
-    while not (back := answers(job.host_port, job.slug)) and time.monotonic() < deadline:
+    while not (back := answers(job)) and time.monotonic() < deadline:
         time.sleep(0.2)
     say(f"revision {previous} " + ("serves again" if back else "was started but does not answer"))
 
@@ -166,7 +167,7 @@ def run(job: Job, paths: Paths) -> Failure | None:
     """Start this revision's container; what went wrong when podman cannot."""
     env_args, by_name = env_arguments(paths)
     command = [*PODMAN, "run", "-d", "--name", container_of(job.slug), *ULIMITS]
-    command += ["--pull", "never", *publish_args(job.host_port, job.port)]
+    command += ["--pull", "never", *publish_args(job.host_port, job.port, job.public)]
     command += ["--memory", f"{job.memory_mb}m", "--cpus", f"{job.cpu_millis / 1000:g}"]
     command += ["--label", f"instanode.app={job.slug}"]
     command += ["--label", f"instanode.revision={job.revision}"]
@@ -202,7 +203,7 @@ def wait_healthy(job: Job, paths: Paths) -> Failure | None:
             paths.app_log.write_text("\n".join(app_lines(name)) + "\n")
             exit_code = container.exit_code if container else None
             return {"exit_code": exit_code, "oom": bool(container and container.oom)}
-        if answers(job.host_port, job.slug):
+        if answers(job):
             update(paths, status=DeployStatus.HEALTHY, deploy_s=round(time.monotonic() - began, 2))
             return None
         if time.monotonic() - began > job.health_timeout:
@@ -212,10 +213,13 @@ def wait_healthy(job: Job, paths: Paths) -> Failure | None:
         time.sleep(0.2)
 
 
-def answers(host_port: int, slug: str) -> bool:
-    connection = http.client.HTTPConnection("127.0.0.1", host_port, timeout=2)
+def answers(job: Job) -> bool:
+    """Something answers HTTP at the app's host port (where it is published: a private app's
+    is not on loopback)."""
+    address = published_on(job.public)[0].strip("[]")  # an IPv6 one is bracketed for -p
+    connection = http.client.HTTPConnection(address, job.host_port, timeout=2)
     try:
-        connection.request("GET", "/", headers={"Host": f"{slug}.localhost"})
+        connection.request("GET", "/", headers={"Host": f"{job.slug}.localhost"})
         connection.getresponse().read()
     except (OSError, http.client.HTTPException):
         return False

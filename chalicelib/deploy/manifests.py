@@ -1,9 +1,10 @@
 """The Kubernetes objects of one app revision, as plain dicts (no client, no I/O).
 
-Per app: a Deployment, a Service and an Ingress named ``app_name(slug)``; per revision: a
-Secret with the app's env vars (``<name>-env-<rev>``, so an older revision keeps its own env
-until it is replaced) and a kaniko build Job (``<name>-build-<rev>``). The Job carries the
-revision's run settings in an annotation: ``observe`` rebuilds the Deployment from it.
+Per app: a Deployment, a Service and (unless the app is private) an Ingress named
+``app_name(slug)``; per revision: a Secret with the app's env vars (``<name>-env-<rev>``, so an
+older revision keeps its own env until it is replaced) and a kaniko build Job
+(``<name>-build-<rev>``). The Job carries the revision's run settings in an annotation:
+``observe`` rebuilds the Deployment (and decides on the Ingress) from it.
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ def spec_annotation(spec: BuildSpec) -> str:
             "port": spec.port,
             "cpu_millis": spec.limits.cpu_millis,
             "memory_mb": spec.limits.memory_mb,
+            "public": spec.public,
         },
         sort_keys=True,
     )
@@ -129,6 +131,7 @@ def spec_from_annotation(slug: str, revision: int, text: str) -> BuildSpec:
         context_key="",
         port=int(data["port"]),
         limits=PodLimits(cpu_millis=int(data["cpu_millis"]), memory_mb=int(data["memory_mb"])),
+        public=bool(data.get("public", True)),  # Jobs made before private apps were public
     )
 
 

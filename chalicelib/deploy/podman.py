@@ -5,7 +5,9 @@ A port is published on 127.0.0.1 (the app's URL) and on the host's address on po
 bridge (normally 10.88.0.1), which containers reach as ``host.containers.internal`` (podman
 writes it to their /etc/hosts): that is how a stack's ``service://`` URLs answer from inside
 another container. podman creates the bridge before it binds the ports, so this works for the
-first container too. Rootless podman has no bridge on the host: loopback only there.
+first container too. A private app (a stack's ``expose: false``) is published on the bridge
+only: containers reach it, the host's loopback does not (the host itself can, at the bridge
+address). Rootless podman has no bridge on the host: loopback only there, private apps too.
 """
 
 from __future__ import annotations
@@ -84,7 +86,17 @@ def bridge_gateway() -> str | None:
     return f"[{gateway}]" if gateway.version == 6 else str(gateway)
 
 
-def publish_args(host_port: int, port: int) -> list[str]:
-    """``-p`` options: the app's port on loopback and on the bridge gateway."""
-    addresses = ["127.0.0.1", *filter(None, [bridge_gateway()])]
+def published_on(public: bool) -> list[str]:
+    """The host addresses an app's port is published on (the worker checks its health at the
+    first): loopback and the bridge gateway; a private app's only on the gateway (loopback when
+    there is no bridge)."""
+    gateway = bridge_gateway()
+    if gateway is None:
+        return ["127.0.0.1"]
+    return ["127.0.0.1", gateway] if public else [gateway]
+
+
+def publish_args(host_port: int, port: int, public: bool) -> list[str]:
+    """``-p`` options: the app's port on each of ``published_on(public)``."""
+    addresses = published_on(public)
     return [arg for address in addresses for arg in ("-p", f"{address}:{host_port}:{port}")]

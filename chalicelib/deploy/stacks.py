@@ -265,6 +265,7 @@ class StackService:
                     port=state.port,
                     limits=PodLimits(limits.cpu_millis, limits.memory_mb),
                     env=env,
+                    public=state.expose,
                 )
             )
 

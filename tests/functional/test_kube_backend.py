@@ -476,6 +476,39 @@ def test_remove_deletes_everything_and_twice_is_fine(
     assert cluster.names(SECRETS) == ["other-app-1111-env-1"]
 
 
+def test_private_app_is_healthy_with_a_service_and_no_ingress(
+    backend: KubeBackend, cluster: ClusterThread
+) -> None:
+    private = replace(SPEC, public=False)
+
+    deploy_healthy(backend, cluster, private)  # the rollout decides: no Ingress is waited for
+
+    assert cluster.names(INGRESSES) == []
+    svc = cluster.get(SERVICES, "expense-tracker-7f3a")
+    assert svc is not None and svc["spec"]["type"] == "ClusterIP"
+    assert cluster.names(DEPLOYMENTS) == ["expense-tracker-7f3a"]
+    assert backend.internal_url_of(private.slug) == (
+        f"http://expense-tracker-7f3a.{NS}.svc.cluster.local"
+    )
+
+
+def test_redeploy_as_private_deletes_the_ingress_and_its_certificate(
+    backend: KubeBackend, cluster: ClusterThread
+) -> None:
+    deploy_healthy(backend, cluster, SPEC)
+    cluster.issue_certificate(SPEC.slug)
+    assert cluster.names(INGRESSES) == ["expense-tracker-7f3a"]
+
+    deploy_healthy(backend, cluster, replace(SPEC2, public=False))
+
+    assert cluster.names(INGRESSES) == []
+    assert "expense-tracker-7f3a-tls" not in cluster.names(SECRETS)
+    assert cluster.get(SERVICES, "expense-tracker-7f3a") is not None
+    backend.start(replace(SPEC, revision=3, public=False))  # and again: gone already is fine
+    finish_build(cluster, replace(SPEC, revision=3))
+    assert backend.observe(SPEC.slug, 3).status == DeployStatus.DEPLOYING
+
+
 def container_status(
     name: str, state: dict[str, Any], last: dict[str, Any] | None = None, restarts: int = 0
 ) -> dict[str, Any]:

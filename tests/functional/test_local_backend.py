@@ -1,7 +1,7 @@
 """The local deploy backend against real podman and buildah (no mocks): build contexts become
-containers answering on 127.0.0.1:<host port> (and, for other containers, at their internal URL);
-failures come back classified, and a redeploy that fails to start leaves the previous revision
-serving."""
+containers answering on 127.0.0.1:<host port> (and, for other containers, at their internal URL;
+a private app only there); failures come back classified, and a redeploy that fails to start
+leaves the previous revision serving."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from chalicelib.config import DeploySettings
 from chalicelib.deploy.backend import BuildSpec, DeployStatus, Observed, PodLimits
 from chalicelib.deploy.baseimage import BUSYBOX_IMAGE, ensure_busybox_image
 from chalicelib.deploy.local import LocalBackend
-from chalicelib.deploy.podman import container_of, image_of, spare_of
+from chalicelib.deploy.podman import bridge_gateway, container_of, image_of, spare_of
 
 BUCKET = "deploys"
 HTTPD = 'CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]'
@@ -78,7 +78,12 @@ class Deployer:
         self.slugs: set[str] = set()
 
     def start(
-        self, slug: str, revision: int, data: bytes, env: dict[str, str] | None = None
+        self,
+        slug: str,
+        revision: int,
+        data: bytes,
+        env: dict[str, str] | None = None,
+        public: bool = True,
     ) -> None:
         key = f"deploys/app_{slug}/{revision}.tar.gz"
         self.contexts[(BUCKET, key)] = data
@@ -92,6 +97,7 @@ class Deployer:
             port=8080,
             limits=PodLimits(cpu_millis=500, memory_mb=64),
             env=env or {},
+            public=public,
         )
         self.backend.start(spec)
 
@@ -280,6 +286,23 @@ def test_an_app_reaches_another_at_its_internal_url(deployer: Deployer) -> None:
     assert internal == f"http://host.containers.internal:{deployer.port(api)}"
     fetched = deployer.get(web, "/cgi-bin/api")
     assert "200 OK" in fetched and body in fetched, fetched
+
+
+def test_a_private_app_answers_other_apps_but_not_on_loopback(deployer: Deployer) -> None:
+    if bridge_gateway() is None:
+        pytest.skip("rootless podman has no bridge: a private app falls back to loopback")
+    api, web, body = new_slug(), new_slug(), f"private-body-{secrets.token_hex(4)}"
+    deployer.start(api, 1, site(body), public=False)
+    assert deployer.wait(api, 1).status == DeployStatus.HEALTHY  # checked at the bridge address
+    internal = deployer.backend.internal_url_of(api)
+
+    deployer.start(web, 1, fetcher(), env={"API_URL": internal})
+
+    assert deployer.wait(web, 1).status == DeployStatus.HEALTHY
+    fetched = deployer.get(web, "/cgi-bin/api")
+    assert "200 OK" in fetched and body in fetched, fetched
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{deployer.port(api)}/", timeout=5)
 
 
 def test_a_redeploy_that_crashes_leaves_the_previous_revision_serving(deployer: Deployer) -> None:

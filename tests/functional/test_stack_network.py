@@ -1,11 +1,14 @@
 """A stack's services reach each other by ``service://<name>`` from inside their containers
 (through the API, local backend, real buildah/podman): the URL resolves to the other service's
-host port at ``host.containers.internal``, which the worker publishes on podman's bridge."""
+host port at ``host.containers.internal``, which the worker publishes on podman's bridge; a
+service that is not exposed is published there only, not on the host's loopback."""
 
 from __future__ import annotations
 
 import secrets
 
+import pytest
+import requests
 from chalice.test import Client
 
 from chalicelib import deps
@@ -23,6 +26,7 @@ services:
     env: {API_URL: "service://api"}
   api:
     port: 9000
+    expose: false
 """
 
 
@@ -41,5 +45,10 @@ def test_a_service_fetches_from_another_at_its_service_url(
     assert healthy["status"] == "healthy", healthy
     fetched = get_app(healthy["stack_url"], "/cgi-bin/api")  # web asks api, now
     assert "200 OK" in fetched and body in fetched, fetched
-    api_url = deps.get_deploy_backend().internal_url_of(f"{slug}-api")
+    backend = deps.get_deploy_backend()
+    api_url = backend.internal_url_of(f"{slug}-api")
     assert api_url.startswith("http://host.containers.internal:")
+    api = healthy["services"][1]
+    assert (api["url"], api["internal_url"]) == (None, api_url)
+    with pytest.raises(requests.ConnectionError):  # private: not on the host's loopback
+        get_app(backend.url_of(f"{slug}-api"))

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 from chalice.test import Client
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 
@@ -121,7 +122,10 @@ def test_two_service_stack_resolves_service_urls(client: Client, stacks: list[st
     resolved = get_app(healthy["stack_url"], "/api.txt").strip()
     assert resolved == backend.internal_url_of(api_slug)
     assert resolved == f"http://host.containers.internal:{backend.host_port(api_slug)}"  # type: ignore[attr-defined]
-    assert get_app(backend.url_of(api_slug)) == "api-index\n"
+    api = healthy["services"][1]  # not exposed: private, reached only at its internal URL
+    assert api["url"] is None and api["internal_url"] == resolved and api["expose"] is False
+    with pytest.raises(requests.ConnectionError):
+        get_app(backend.url_of(api_slug))
 
     logs = call(client, "GET", f"/stacks/{body['slug']}/logs/api")
     assert logs.status == 200 and logs.headers["content-type"].startswith("text/plain"), logs

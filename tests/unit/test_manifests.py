@@ -134,11 +134,19 @@ def test_build_job_reads_aws_credentials_from_the_operator_secret() -> None:
     assert "env" not in container(job)  # no customer secret reaches the build
 
 
-def test_build_job_annotation_round_trips_the_run_settings() -> None:
-    text = m.build_job(SPEC, SETTINGS)["metadata"]["annotations"][m.SPEC]
-    back = m.spec_from_annotation(SPEC.slug, SPEC.revision, text)
-    assert (back.app_id, back.port, back.limits) == (SPEC.app_id, SPEC.port, SPEC.limits)
+@pytest.mark.parametrize("public", [True, False])
+def test_build_job_annotation_round_trips_the_run_settings(public: bool) -> None:
+    spec = BuildSpec(**{**SPEC.__dict__, "public": public})
+    text = m.build_job(spec, SETTINGS)["metadata"]["annotations"][m.SPEC]
+    back = m.spec_from_annotation(spec.slug, spec.revision, text)
+    assert (back.app_id, back.port, back.limits) == (spec.app_id, spec.port, spec.limits)
+    assert back.public is public
     assert "postgres://" not in text
+
+
+def test_a_build_job_annotated_before_private_apps_is_public() -> None:
+    text = '{"app_id": "app_1", "cpu_millis": 250, "memory_mb": 256, "port": 8080}'
+    assert m.spec_from_annotation(SPEC.slug, 1, text).public is True
 
 
 def test_env_secret_holds_the_env_vars() -> None:
