@@ -64,6 +64,8 @@ class DeploySettings:
     # Secrets the operator creates once in kube_namespace; every kaniko Job uses both:
     kube_build_aws_secret: str = "instanode-build-aws"  # AWS_* env vars: reads the contexts
     kube_registry_auth_secret: str = "instanode-registry-auth"  # dockerconfigjson: pushes
+    # the ingress controller's namespace: its pods alone reach a public app from outside its stack
+    ingress_namespace: str = "ingress-nginx"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> DeploySettings:
@@ -91,6 +93,7 @@ class DeploySettings:
             ),
             ingress_class=env.get("INSTANODE_INGRESS_CLASS", "nginx"),
             cluster_issuer=env.get("INSTANODE_CLUSTER_ISSUER", "letsencrypt"),
+            ingress_namespace=env.get("INSTANODE_INGRESS_NAMESPACE", "ingress-nginx"),
             kube_build_aws_secret=env.get(
                 "INSTANODE_KUBE_BUILD_AWS_SECRET", cls.kube_build_aws_secret
             ),

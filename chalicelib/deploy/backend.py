@@ -51,6 +51,9 @@ class BuildSpec:
     env: Mapping[str, str] = field(default_factory=dict, repr=False)  # customer secrets
     # False: served only at ``internal_url_of``, to other apps (a stack's ``expose: false``)
     public: bool = True
+    # the stack's slug for a stack's service (its services may reach each other's pods on
+    # Kubernetes, other apps may not); None for a plain deploy
+    group: str | None = None
 
 
 @dataclass(frozen=True)

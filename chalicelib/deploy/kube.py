@@ -1,11 +1,14 @@
 """DeployBackend on a Kubernetes cluster: kaniko builds each revision in a Job, then a
 Deployment, a Service and an Ingress (cert-manager TLS) run it at ``https://<slug>.<domain>``.
 A private app (a stack's ``expose: false``) gets no Ingress: only its ClusterIP Service, which
-other pods reach at ``internal_url_of``; its health is the Deployment's rollout either way.
+its stack's other services reach at ``internal_url_of``; its health is the Deployment's rollout
+either way. Every app has a NetworkPolicy: its pods admit only the ingress controller (a public
+app) and the pods of its own stack (see ``manifests.network_policy``).
 
 Stateless: the Job of a revision is its record (its annotation holds the port and limits the
-Deployment needs, and whether the app is public), so ``observe`` works from any Lambda. The API
-calls are in ``kube_client``, the reading of what the objects say in ``kube_status``.
+Deployment needs, whether the app is public and its stack), so ``observe`` works from any
+Lambda. The API calls are in ``kube_client``, the reading of what the objects say in
+``kube_status``.
 """
 
 from __future__ import annotations
@@ -98,10 +101,16 @@ class KubeBackend:
         return Observed(DeployStatus.FAILED, event.message, (event,))
 
     def _apply_app(self, spec: BuildSpec) -> None:
-        """Service and Ingress first, the Deployment last: a Deployment on this revision is
-        what ``observe`` takes as "applied", so an interrupted apply is redone. A private app's
-        Ingress (left from a public revision) and its certificate's Secret are deleted instead."""
+        """NetworkPolicy, Service and Ingress first, the Deployment last: a Deployment on this
+        revision is what ``observe`` takes as "applied", so an interrupted apply is redone (and
+        no pod of it runs before its policy). A private app's Ingress (left from a public
+        revision) and its certificate's Secret are deleted instead."""
         kube = self._kube
+        kube.upsert(
+            kube.net.create_namespaced_network_policy,
+            kube.net.replace_namespaced_network_policy,
+            m.network_policy(spec, self._settings),
+        )
         kube.upsert(
             kube.core.create_namespaced_service,
             kube.core.replace_namespaced_service,
@@ -168,6 +177,7 @@ class KubeBackend:
         kube.delete(kube.net.delete_namespaced_ingress, name)
         kube.delete(kube.core.delete_namespaced_service, name)
         kube.delete(kube.apps.delete_namespaced_deployment, name)
+        kube.delete(kube.net.delete_namespaced_network_policy, name)
         kube.delete(kube.core.delete_namespaced_secret, m.tls_secret_name(slug))  # cert-manager's
         owned = {m.NAME: name}
         for secret in kube.select(kube.core.list_namespaced_secret, owned):

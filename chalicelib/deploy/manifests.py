@@ -1,10 +1,14 @@
 """The Kubernetes objects of one app revision, as plain dicts (no client, no I/O).
 
-Per app: a Deployment, a Service and (unless the app is private) an Ingress named
-``app_name(slug)``; per revision: a Secret with the app's env vars (``<name>-env-<rev>``, so an
-older revision keeps its own env until it is replaced) and a kaniko build Job
+Per app: a Deployment, a Service, a NetworkPolicy and (unless the app is private) an Ingress
+named ``app_name(slug)``; per revision: a Secret with the app's env vars (``<name>-env-<rev>``,
+so an older revision keeps its own env until it is replaced) and a kaniko build Job
 (``<name>-build-<rev>``). The Job carries the revision's run settings in an annotation:
 ``observe`` rebuilds the Deployment (and decides on the Ingress) from it.
+
+The NetworkPolicy admits to an app's pods, on its port only, the ingress controller's pods (a
+public app) and the app pods of its own stack (a stack's service); nothing else in the cluster.
+Egress stays open: apps call external APIs.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 APP_ID = "instanode.dev/app-id"
 REVISION = "instanode.dev/revision"
 SPEC = "instanode.dev/spec"  # the Job's annotation: what observe needs to run the image
+STACK = "instanode.dev/stack"  # on a stack service's objects and pods: the stack's slug
+NAMESPACE_NAME = "kubernetes.io/metadata.name"  # set by the API server on every namespace
 
 _MAX = 63
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
@@ -75,14 +81,17 @@ def _fit(slug: str, suffix: str) -> str:
     return f"{base[:keep].rstrip('-')}-{digest}{suffix}"
 
 
-def _labels(spec_slug: str, app_id: str, revision: int, component: str) -> dict[str, str]:
-    return {
-        NAME: app_name(spec_slug),
+def _labels(spec: BuildSpec, component: str) -> dict[str, str]:
+    labels = {
+        NAME: app_name(spec.slug),
         COMPONENT: component,
         MANAGED_BY: "instanode",
-        APP_ID: app_id,
-        REVISION: str(revision),
+        APP_ID: spec.app_id,
+        REVISION: str(spec.revision),
     }
+    if spec.group is not None:
+        labels[STACK] = _fit(spec.group, "")
+    return labels
 
 
 def selector(slug: str) -> dict[str, str]:
@@ -90,12 +99,17 @@ def selector(slug: str) -> dict[str, str]:
     return {NAME: app_name(slug), COMPONENT: "app"}
 
 
+def group_selector(group: str) -> dict[str, str]:
+    """The app pods (never the build pods) of every service of the stack ``group``."""
+    return {STACK: _fit(group, ""), COMPONENT: "app"}
+
+
 def _meta(name: str, ns: str, labels: dict[str, str]) -> Manifest:
     return {"name": name, "namespace": ns, "labels": dict(labels)}
 
 
 def env_secret(spec: BuildSpec, settings: DeploySettings) -> Manifest:
-    labels = _labels(spec.slug, spec.app_id, spec.revision, "env")
+    labels = _labels(spec, "env")
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -115,6 +129,7 @@ def spec_annotation(spec: BuildSpec) -> str:
             "cpu_millis": spec.limits.cpu_millis,
             "memory_mb": spec.limits.memory_mb,
             "public": spec.public,
+            "group": spec.group,
         },
         sort_keys=True,
     )
@@ -132,6 +147,7 @@ def spec_from_annotation(slug: str, revision: int, text: str) -> BuildSpec:
         port=int(data["port"]),
         limits=PodLimits(cpu_millis=int(data["cpu_millis"]), memory_mb=int(data["memory_mb"])),
         public=bool(data.get("public", True)),  # Jobs made before private apps were public
+        group=data.get("group"),
     )
 
 
@@ -148,7 +164,7 @@ def kaniko_args(spec: BuildSpec, settings: DeploySettings) -> list[str]:
 
 
 def build_job(spec: BuildSpec, settings: DeploySettings) -> Manifest:
-    labels = _labels(spec.slug, spec.app_id, spec.revision, "build")
+    labels = _labels(spec, "build")
     meta = _meta(job_name(spec.slug, spec.revision), settings.kube_namespace, labels)
     meta["annotations"] = {SPEC: spec_annotation(spec)}
     container = {
@@ -242,7 +258,7 @@ def _app_container(spec: BuildSpec, settings: DeploySettings) -> Manifest:
 
 
 def deployment(spec: BuildSpec, settings: DeploySettings) -> Manifest:
-    labels = _labels(spec.slug, spec.app_id, spec.revision, "app")
+    labels = _labels(spec, "app")
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -270,7 +286,7 @@ def deployment(spec: BuildSpec, settings: DeploySettings) -> Manifest:
 
 
 def service(spec: BuildSpec, settings: DeploySettings) -> Manifest:
-    labels = _labels(spec.slug, spec.app_id, spec.revision, "app")
+    labels = _labels(spec, "app")
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -286,7 +302,7 @@ def service(spec: BuildSpec, settings: DeploySettings) -> Manifest:
 
 
 def ingress(spec: BuildSpec, settings: DeploySettings) -> Manifest:
-    labels = _labels(spec.slug, spec.app_id, spec.revision, "app")
+    labels = _labels(spec, "app")
     meta = _meta(app_name(spec.slug), settings.kube_namespace, labels)
     meta["annotations"] = {"cert-manager.io/cluster-issuer": settings.cluster_issuer}
     host = host_of(spec.slug, settings.domain)
@@ -304,5 +320,29 @@ def ingress(spec: BuildSpec, settings: DeploySettings) -> Manifest:
                     "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]},
                 }
             ],
+        },
+    }
+
+
+def network_policy(spec: BuildSpec, settings: DeploySettings) -> Manifest:
+    """Ingress to the app's pods on its port: from its own stack's app pods (a stack's service)
+    and from the ingress controller's namespace (a public app); a private app without a stack
+    gets none. Egress is not restricted."""
+    peers: list[Manifest] = []
+    if spec.group is not None:
+        peers.append({"podSelector": {"matchLabels": group_selector(spec.group)}})
+    if spec.public:
+        ingress_controller = {NAMESPACE_NAME: settings.ingress_namespace}
+        peers.append({"namespaceSelector": {"matchLabels": ingress_controller}})
+    rules = [{"from": peers, "ports": [{"protocol": "TCP", "port": spec.port}]}] if peers else []
+    labels = _labels(spec, "app")
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(app_name(spec.slug), settings.kube_namespace, labels),
+        "spec": {
+            "podSelector": {"matchLabels": selector(spec.slug)},
+            "policyTypes": ["Ingress"],
+            "ingress": rules,
         },
     }

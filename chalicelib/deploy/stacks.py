@@ -266,6 +266,7 @@ class StackService:
                     limits=PodLimits(limits.cpu_millis, limits.memory_mb),
                     env=env,
                     public=state.expose,
+                    group=stack.slug,
                 )
             )
 

@@ -2,7 +2,8 @@
 kmock's emulator with the controllers played by the test (see test_kube_backend.py): the
 route, service, store and backend together, from POST /deploy/new to healthy, a redeploy in
 place, a failed build's classified events, the two-step deletion and TTL expiry, each of the
-last two leaving no object behind."""
+last two leaving no object behind; and a stack's services, whose NetworkPolicies admit each
+other."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from chalice.test import Client
 
 from chalicelib import deps
+from chalicelib.deploy import manifests as m
 from chalicelib.deploy.backend import DeployStatus
 from chalicelib.jobs.deploys import reap_deploys
 from devstack.stack import Stack
@@ -23,8 +25,10 @@ from tests.functional.accounts_fixtures import call, sign_in
 from tests.functional.test_deploys import deploy, magic_link_token, site
 from tests.functional.test_kube_backend import (
     DEPLOYMENTS,
+    FROM_INGRESS,
     INGRESSES,
     JOBS,
+    NETWORK_POLICIES,
     NS,
     SECRETS,
     SERVICES,
@@ -35,10 +39,11 @@ from tests.functional.test_kube_backend import (
     finish_build,
     make_available,
 )
+from tests.functional.test_stacks import TWO, new_stack
 
 __all__ = ["cluster"]  # the fixture, imported for pytest
 
-APP_KINDS = (DEPLOYMENTS, SERVICES, INGRESSES, SECRETS, JOBS)
+APP_KINDS = (DEPLOYMENTS, SERVICES, INGRESSES, NETWORK_POLICIES, SECRETS, JOBS)
 NO_OBJECTS: dict[str, list[str]] = {kind: [] for kind in APP_KINDS}
 
 
@@ -95,6 +100,7 @@ def objects_of_one_app(slug: str) -> dict[str, list[str]]:
         DEPLOYMENTS: [slug],
         SERVICES: [slug],
         INGRESSES: [slug],
+        NETWORK_POLICIES: [slug],
         SECRETS: [f"{slug}-env-1", f"{slug}-tls"],
         JOBS: [f"{slug}-build-1"],
     }
@@ -229,3 +235,32 @@ def test_expired_app_is_reaped_from_the_cluster_and_frees_the_slot(
     path = f"/api/v1/deployments/{app['id']}"
     assert call(client, "GET", path, bearer=kube_team).error == (404, "not_found")
     assert deploy(client, kube_team, site("next"), name="next").status == 202
+
+
+def test_stack_services_admit_each_other_and_deleting_the_stack_removes_everything(
+    client: Client, kube_team: str, cluster: ClusterThread
+) -> None:
+    made = new_stack(client, TWO, {"web": site("web"), "api": site("api")}, token=kube_team)
+    assert made.status == 202, made
+    slug = made.body["slug"]
+    for svc in ("web", "api"):
+        finish_build(cluster, replace(SPEC, slug=f"{slug}-{svc}", revision=1))
+    path = f"/api/v1/stacks/{slug}"
+    body = call(client, "GET", path, bearer=kube_team).body
+    assert [s["status"] for s in body["services"]] == ["deploying", "deploying"]
+
+    stack_pods = {"podSelector": {"matchLabels": m.group_selector(slug)}}
+    admitted = {}
+    for name in cluster.names(NETWORK_POLICIES):
+        policy = cluster.get(NETWORK_POLICIES, name)
+        assert policy is not None
+        admitted[name] = [rule["from"] for rule in policy["spec"]["ingress"]]
+    assert admitted == {f"{slug}-api": [[stack_pods]], f"{slug}-web": [[stack_pods, FROM_INGRESS]]}
+    for svc in ("web", "api"):
+        dep = cluster.get(DEPLOYMENTS, f"{slug}-{svc}")
+        assert dep is not None
+        assert dep["spec"]["template"]["metadata"]["labels"][m.STACK] == slug
+
+    gone = call(client, "DELETE", path, bearer=kube_team, X_Skip_Email_Confirmation="yes")
+    assert gone.status == 200, gone
+    assert cluster_objects(cluster) == NO_OBJECTS

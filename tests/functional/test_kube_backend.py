@@ -38,6 +38,7 @@ SECRETS = "v1/secrets"
 DEPLOYMENTS = "apps/v1/deployments"
 SERVICES = "v1/services"
 INGRESSES = "networking.k8s.io/v1/ingresses"
+NETWORK_POLICIES = "networking.k8s.io/v1/networkpolicies"
 T = TypeVar("T")
 
 
@@ -468,7 +469,7 @@ def test_remove_deletes_everything_and_twice_is_fine(
 
     backend.remove(SPEC.slug)
 
-    for resource in (DEPLOYMENTS, SERVICES, INGRESSES):
+    for resource in (DEPLOYMENTS, SERVICES, INGRESSES, NETWORK_POLICIES):
         assert cluster.names(resource) == []
     assert cluster.names(JOBS) == ["other-app-1111-build-1"]
     assert cluster.names(SECRETS) == ["other-app-1111-env-1"]
@@ -507,6 +508,81 @@ def test_redeploy_as_private_deletes_the_ingress_and_its_certificate(
     backend.start(replace(SPEC, revision=3, public=False))  # and again: gone already is fine
     finish_build(cluster, replace(SPEC, revision=3))
     assert backend.observe(SPEC.slug, 3).status == DeployStatus.DEPLOYING
+
+
+FROM_INGRESS = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
+}
+FROM_SHOP = {
+    "podSelector": {
+        "matchLabels": {"instanode.dev/stack": "shop-a1b2c3", "app.kubernetes.io/component": "app"}
+    }
+}
+WEB = replace(SPEC, app_id="stack_shop-a1b2c3_web", slug="shop-a1b2c3-web", group="shop-a1b2c3")
+API = replace(WEB, app_id="stack_shop-a1b2c3_api", slug="shop-a1b2c3-api", public=False)
+
+
+def admitted(cluster: ClusterThread, spec: BuildSpec) -> list[dict[str, Any]]:
+    """The peers the app's NetworkPolicy admits, after checking it guards that app's pods (and
+    their port, for ingress only)."""
+    policy = cluster.get(NETWORK_POLICIES, m.app_name(spec.slug))
+    assert policy is not None
+    assert policy["spec"]["podSelector"] == {"matchLabels": m.selector(spec.slug)}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    [rule] = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": spec.port}]
+    peers: list[dict[str, Any]] = rule["from"]
+    return peers
+
+
+def test_public_app_admits_only_the_ingress_controller(
+    backend: KubeBackend, cluster: ClusterThread
+) -> None:
+    deploy_healthy(backend, cluster, SPEC)
+
+    assert cluster.names(NETWORK_POLICIES) == ["expense-tracker-7f3a"]
+    assert admitted(cluster, SPEC) == [FROM_INGRESS]
+    dep = cluster.get(DEPLOYMENTS, "expense-tracker-7f3a")
+    assert dep is not None and m.STACK not in dep["spec"]["template"]["metadata"]["labels"]
+
+
+def test_stack_services_admit_their_stack_and_only_a_public_one_the_controller(
+    backend: KubeBackend, cluster: ClusterThread
+) -> None:
+    for spec in (WEB, API):
+        deploy_healthy(backend, cluster, spec)
+
+    assert admitted(cluster, WEB) == [FROM_SHOP, FROM_INGRESS]
+    assert admitted(cluster, API) == [FROM_SHOP]
+    for spec in (WEB, API):  # the stack's pods are what FROM_SHOP selects
+        dep = cluster.get(DEPLOYMENTS, m.app_name(spec.slug))
+        assert dep is not None
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert labels.items() >= FROM_SHOP["podSelector"]["matchLabels"].items()
+    assert cluster.names(INGRESSES) == ["shop-a1b2c3-web"]
+
+
+def test_redeploy_as_private_replaces_the_policy(
+    backend: KubeBackend, cluster: ClusterThread
+) -> None:
+    deploy_healthy(backend, cluster, WEB)
+    deploy_healthy(backend, cluster, replace(WEB, revision=2, public=False))
+
+    assert admitted(cluster, WEB) == [FROM_SHOP]
+    assert cluster.versions(NETWORK_POLICIES, "shop-a1b2c3-web") == 2
+
+
+def test_remove_deletes_the_policies_of_that_app_only(
+    backend: KubeBackend, cluster: ClusterThread
+) -> None:
+    for spec in (WEB, API):
+        deploy_healthy(backend, cluster, spec)
+
+    backend.remove(API.slug)
+    assert cluster.names(NETWORK_POLICIES) == ["shop-a1b2c3-web"]
+    backend.remove(API.slug)
+    backend.remove(WEB.slug)
+    assert cluster.names(NETWORK_POLICIES) == []
 
 
 def container_status(

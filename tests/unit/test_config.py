@@ -91,6 +91,13 @@ def test_from_env_reads_the_kaniko_secret_names() -> None:
     )
 
 
+def test_from_env_reads_the_ingress_namespace_with_a_default() -> None:
+    env = {"INSTANODE_JWT_SECRET": SECRET}
+    assert Settings.from_env(env).deploy.ingress_namespace == "ingress-nginx"
+    env["INSTANODE_INGRESS_NAMESPACE"] = "traefik"
+    assert Settings.from_env(env).deploy.ingress_namespace == "traefik"
+
+
 def test_from_env_defaults_the_kaniko_secret_names() -> None:
     deploy = Settings.from_env({"INSTANODE_JWT_SECRET": SECRET}).deploy
     assert (deploy.kube_build_aws_secret, deploy.kube_registry_auth_secret) == (

@@ -43,7 +43,23 @@ SPEC = BuildSpec(
 LONG_SLUG = "a" * 55 + "-1234abcd"  # 64 characters: a 64-char name plus nothing to spare
 
 Builder = Callable[[BuildSpec, DeploySettings], m.Manifest]
-BUILDERS: list[Builder] = [m.env_secret, m.build_job, m.deployment, m.service, m.ingress]
+BUILDERS: list[Builder] = [
+    m.env_secret,
+    m.build_job,
+    m.deployment,
+    m.service,
+    m.ingress,
+    m.network_policy,
+]
+STACK_SPEC = BuildSpec(**{**SPEC.__dict__, "slug": "shop-a1b2c3-api", "group": "shop-a1b2c3"})
+INGRESS_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
+}
+STACK_PEER = {
+    "podSelector": {
+        "matchLabels": {"instanode.dev/stack": "shop-a1b2c3", "app.kubernetes.io/component": "app"}
+    }
+}
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
@@ -64,6 +80,15 @@ def test_manifest_validates_against_kubernetes_1_30(build: Builder, slug: str) -
     kubernetes_validate.validate(
         build(BuildSpec(**{**SPEC.__dict__, "slug": slug}), SETTINGS), "1.30", strict=True
     )
+
+
+@pytest.mark.parametrize("build", BUILDERS, ids=lambda b: b.__name__)
+@pytest.mark.parametrize("public", [True, False])
+def test_stack_service_manifest_validates_against_kubernetes_1_30(
+    build: Builder, public: bool
+) -> None:
+    spec = BuildSpec(**{**STACK_SPEC.__dict__, "public": public})
+    kubernetes_validate.validate(build(spec, SETTINGS), "1.30", strict=True)
 
 
 def test_validate_rejects_an_unknown_field() -> None:
@@ -141,12 +166,19 @@ def test_build_job_annotation_round_trips_the_run_settings(public: bool) -> None
     back = m.spec_from_annotation(spec.slug, spec.revision, text)
     assert (back.app_id, back.port, back.limits) == (spec.app_id, spec.port, spec.limits)
     assert back.public is public
+    assert back.group is None
     assert "postgres://" not in text
+
+
+def test_build_job_annotation_round_trips_the_stack() -> None:
+    text = m.build_job(STACK_SPEC, SETTINGS)["metadata"]["annotations"][m.SPEC]
+    assert m.spec_from_annotation(STACK_SPEC.slug, 3, text).group == "shop-a1b2c3"
 
 
 def test_a_build_job_annotated_before_private_apps_is_public() -> None:
     text = '{"app_id": "app_1", "cpu_millis": 250, "memory_mb": 256, "port": 8080}'
-    assert m.spec_from_annotation(SPEC.slug, 1, text).public is True
+    back = m.spec_from_annotation(SPEC.slug, 1, text)
+    assert (back.public, back.group) == (True, None)
 
 
 def test_env_secret_holds_the_env_vars() -> None:
@@ -187,6 +219,15 @@ def test_deployment_runs_the_revision_with_its_limits() -> None:
     assert labels[m.NAME] == "expense-tracker-7f3a"
     assert labels[m.APP_ID] == "app_0123abcd"
     assert labels[m.REVISION] == "3"
+    assert m.STACK not in labels
+
+
+def test_stack_service_pods_carry_the_stack_label() -> None:
+    labels = m.deployment(STACK_SPEC, SETTINGS)["spec"]["template"]["metadata"]["labels"]
+    assert labels[m.STACK] == "shop-a1b2c3"
+    assert all(labels[k] == v for k, v in m.group_selector("shop-a1b2c3").items())
+    build = m.build_job(STACK_SPEC, SETTINGS)["spec"]["template"]["metadata"]["labels"]
+    assert not all(build.get(k) == v for k, v in m.group_selector("shop-a1b2c3").items())
 
 
 def test_deployment_selector_excludes_build_pods_and_survives_redeploys() -> None:
@@ -221,3 +262,36 @@ def test_ingress_serves_the_slug_host_over_tls() -> None:
         "name": "expense-tracker-7f3a",
         "port": {"number": 80},
     }
+
+
+def ingress_from(policy: m.Manifest) -> list[list[dict[str, Any]]]:
+    """Each ingress rule's peers; every rule admits the app's port only."""
+    rules: list[dict[str, Any]] = policy["spec"]["ingress"]
+    assert all(rule["ports"] == [{"protocol": "TCP", "port": 8080}] for rule in rules)
+    return [rule["from"] for rule in rules]
+
+
+def test_network_policy_selects_the_app_pods_and_leaves_egress_open() -> None:
+    policy = m.network_policy(SPEC, SETTINGS)
+    assert policy["metadata"]["name"] == "expense-tracker-7f3a"
+    assert policy["spec"]["podSelector"] == {"matchLabels": m.selector(SPEC.slug)}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert "egress" not in policy["spec"]
+
+
+def test_network_policy_of_a_public_app_admits_the_ingress_controller_only() -> None:
+    assert ingress_from(m.network_policy(SPEC, SETTINGS)) == [[INGRESS_PEER]]
+
+
+def test_network_policy_of_a_public_stack_service_admits_its_stack_too() -> None:
+    assert ingress_from(m.network_policy(STACK_SPEC, SETTINGS)) == [[STACK_PEER, INGRESS_PEER]]
+
+
+def test_network_policy_of_a_private_stack_service_admits_its_stack_only() -> None:
+    private = BuildSpec(**{**STACK_SPEC.__dict__, "public": False})
+    assert ingress_from(m.network_policy(private, SETTINGS)) == [[STACK_PEER]]
+
+
+def test_network_policy_of_a_private_app_without_a_stack_admits_nothing() -> None:
+    private = BuildSpec(**{**SPEC.__dict__, "public": False})
+    assert m.network_policy(private, SETTINGS)["spec"]["ingress"] == []
