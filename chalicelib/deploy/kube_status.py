@@ -129,25 +129,16 @@ def _terminations(status: Any) -> list[Any]:
 
 def superseded(revision: int, running: int, at: int) -> Observed:
     message = f"Revision {revision} was replaced by revision {running}."
-    event = Event(
-        reason="Superseded",
-        message=message,
-        exit_code=None,
-        last_lines=(),
-        hint="Look at the newest revision of this deployment instead.",
-        at=at,
-    )
-    return Observed(DeployStatus.FAILED, message, (event,))
+    hint = "Look at the newest revision of this deployment instead."
+    return _failed("Superseded", message, hint, at)
 
 
 def no_build(revision: int, at: int) -> Observed:
     message = f"No build of revision {revision} is on the cluster (it expired or was removed)."
-    event = Event(
-        reason="BuildNotFound",
-        message=message,
-        exit_code=None,
-        last_lines=(),
-        hint="Redeploy the app to build it again.",
-        at=at,
-    )
+    return _failed("BuildNotFound", message, "Redeploy the app to build it again.", at)
+
+
+def _failed(reason: str, message: str, hint: str, at: int) -> Observed:
+    """A failure without a log to classify: the event says what happened and what to do."""
+    event = Event(reason, message, exit_code=None, last_lines=(), hint=hint, at=at)
     return Observed(DeployStatus.FAILED, message, (event,))
