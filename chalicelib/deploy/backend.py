@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class DeployStatus(StrEnum):
@@ -66,6 +66,18 @@ class Event:
     last_lines: tuple[str, ...]  # the tail of the build or app log: the actual error output
     hint: str  # a plain-language remedy
     at: int  # unix time
+
+    def as_json(self) -> dict[str, Any]:
+        from chalicelib.service import iso
+
+        return {
+            "reason": self.reason,
+            "message": self.message,
+            "exit_code": self.exit_code,
+            "last_lines": list(self.last_lines),
+            "hint": self.hint,
+            "at": iso(self.at),
+        }
 
 
 @dataclass(frozen=True)

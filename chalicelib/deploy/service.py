@@ -26,7 +26,6 @@ from chalicelib.deploy.env import valid_env
 from chalicelib.deploy.store import Deployment, DeploymentStore
 from chalicelib.deploy.uploads import Uploads
 from chalicelib.outbox import Outbox
-from chalicelib.service import iso
 from chalicelib.tiers import Tier
 
 log = logging.getLogger(__name__)
@@ -219,17 +218,7 @@ class DeployService:
             "ok": True,
             "id": app.id,
             "status": observed.status.value,
-            "events": [
-                {
-                    "reason": e.reason,
-                    "message": e.message,
-                    "exit_code": e.exit_code,
-                    "last_lines": list(e.last_lines),
-                    "hint": e.hint,
-                    "at": iso(e.at),
-                }
-                for e in observed.events
-            ],
+            "events": [e.as_json() for e in observed.events],
         }
 
     def logs(self, owner: str, app_id: str, since_line: int) -> tuple[Deployment, list[str]]:

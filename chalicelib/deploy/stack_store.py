@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from chalicelib.deploy.backend import DeployStatus
+from chalicelib.deploy.backend import DeployBackend, DeployStatus
 from chalicelib.deploy.records import PendingDeletion, Records, deletion_of
 from chalicelib.dynamo import Dynamo, Item
 from chalicelib.sealing import Sealer
@@ -93,6 +93,53 @@ class Stack:
 
     def service(self, name: str) -> ServiceState | None:
         return next((s for s in self.services if s.name == name), None)
+
+    def as_json(self, backend: DeployBackend, full: bool = True) -> dict[str, Any]:
+        """The stack as the API shows it (``full``: with the manifest and env names), its
+        services' URLs from ``backend``."""
+        from chalicelib.service import iso
+
+        exposed = [s for s in self.services if s.expose]
+        services = []
+        for s in self.services:
+            item: dict[str, Any] = {
+                "name": s.name,
+                "url": backend.url_of(s.slug) if s.expose else None,
+                "status": s.status.value,
+            }
+            if full:
+                item |= {
+                    "internal_url": backend.internal_url_of(s.slug),
+                    "port": s.port,
+                    "expose": s.expose,
+                    "revision": s.revision,
+                    "error_message": s.error_message,
+                }
+            services.append(item)
+        failed = next((s for s in self.services if s.status is DeployStatus.FAILED), None)
+        view: dict[str, Any] = {
+            "slug": self.slug,
+            "name": self.name,
+            "stack_url": backend.url_of(exposed[0].slug) if exposed else None,
+            "status": self.status.value,
+            "error_message": (f"{failed.name}: {failed.error_message}" if failed else None),
+            "services": services,
+            "anonymous": self.anonymous,
+            "expires_at": iso(self.expires_at),
+        }
+        if full:
+            view |= {
+                "manifest": {
+                    "services": {
+                        s.name: {"port": s.port, "expose": s.expose, "env": list(s.env_names)}
+                        for s in self.services
+                    }
+                },
+                "env_vars": sorted(self.env.stack),  # names only: values are secrets
+                "created_at": iso(self.created_at),
+                "updated_at": iso(self.updated_at),
+            }
+        return view
 
 
 class StackStore(Records):

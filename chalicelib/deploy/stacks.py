@@ -35,7 +35,6 @@ from chalicelib.deploy.env import check_size, valid_env
 from chalicelib.deploy.manifest import SERVICE_REF, Manifest
 from chalicelib.deploy.stack_store import ServiceState, Stack, StackEnv, StackStore
 from chalicelib.outbox import Outbox
-from chalicelib.service import iso
 from chalicelib.tiers import Tier, get_tier
 
 log = logging.getLogger(__name__)
@@ -148,11 +147,11 @@ class StackService:
             log.exception("starting stack %s failed; removing it", slug)
             self._remove(stack, DeployStatus.DELETED, now)
             raise
-        return {"ok": True, **self._view(stack, full=False)}
+        return {"ok": True, **stack.as_json(self._backend(), full=False)}
 
     # -- reads ------------------------------------------------------------------------------
     def get(self, owner: str | None, slug: str) -> dict[str, Any]:
-        return {"ok": True, **self._view(self._refreshed(self._readable(owner, slug)))}
+        return {"ok": True, **self._refreshed(self._readable(owner, slug)).as_json(self._backend())}
 
     def logs(self, owner: str | None, slug: str, svc: str, since: int) -> tuple[str, list[str]]:
         stack = self._refreshed(self._readable(owner, slug))
@@ -202,7 +201,7 @@ class StackService:
         if stored is None:
             raise _changed()
         self._start_all(stored)
-        return {"ok": True, **self._view(stored, full=False), "redeployed": True}
+        return {"ok": True, **stored.as_json(self._backend(), full=False), "redeployed": True}
 
     # -- deletion and expiry ----------------------------------------------------------------
     def delete(
@@ -291,50 +290,6 @@ class StackService:
         if fresh.services == stack.services:
             return stack
         return self._store.save(replace(fresh, updated_at=int(self._clock())), stack) or stack
-
-    def _view(self, stack: Stack, full: bool = True) -> dict[str, Any]:
-        backend = self._backend()
-        exposed = [s for s in stack.services if s.expose]
-        services = []
-        for s in stack.services:
-            item: dict[str, Any] = {
-                "name": s.name,
-                "url": backend.url_of(s.slug) if s.expose else None,
-                "status": s.status.value,
-            }
-            if full:
-                item |= {
-                    "internal_url": backend.internal_url_of(s.slug),
-                    "port": s.port,
-                    "expose": s.expose,
-                    "revision": s.revision,
-                    "error_message": s.error_message,
-                }
-            services.append(item)
-        failed = next((s for s in stack.services if s.status is DeployStatus.FAILED), None)
-        view: dict[str, Any] = {
-            "slug": stack.slug,
-            "name": stack.name,
-            "stack_url": backend.url_of(exposed[0].slug) if exposed else None,
-            "status": stack.status.value,
-            "error_message": (f"{failed.name}: {failed.error_message}" if failed else None),
-            "services": services,
-            "anonymous": stack.anonymous,
-            "expires_at": iso(stack.expires_at),
-        }
-        if full:
-            view |= {
-                "manifest": {
-                    "services": {
-                        s.name: {"port": s.port, "expose": s.expose, "env": list(s.env_names)}
-                        for s in stack.services
-                    }
-                },
-                "env_vars": sorted(stack.env.stack),  # names only: values are secrets
-                "created_at": iso(stack.created_at),
-                "updated_at": iso(stack.updated_at),
-            }
-        return view
 
     def _readable(self, owner: str | None, slug: str) -> Stack:
         stack = self._store.get(slug) if _SLUG.fullmatch(slug) else None
