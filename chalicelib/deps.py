@@ -90,7 +90,6 @@ def get_outbox() -> Outbox:
     from chalicelib.accounts import SEAL_LABEL
     from chalicelib.mail import build_sender
     from chalicelib.outbox import Outbox
-    from chalicelib.sealing import Sealer
 
     s = get_settings()
     sealer = Sealer(s.jwt_secret, SEAL_LABEL)
@@ -166,7 +165,6 @@ def get_contexts() -> ContextStore:
 def get_deploys() -> DeployService:
     from chalicelib.deploy.service import DeployService
     from chalicelib.deploy.store import SEAL_LABEL, DeploymentStore
-    from chalicelib.sealing import Sealer
 
     s = get_settings()
     store = DeploymentStore(
@@ -183,7 +181,6 @@ def get_deploys() -> DeployService:
 def get_stacks() -> StackService:
     from chalicelib.deploy.stack_store import SEAL_LABEL, StackStore
     from chalicelib.deploy.stacks import StackService
-    from chalicelib.sealing import Sealer
 
     s = get_settings()
     store = StackStore(

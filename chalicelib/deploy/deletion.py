@@ -18,7 +18,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from chalicelib import errors
 from chalicelib.accounts import secret_hash
-from chalicelib.deploy.records import PendingDeletion
+from chalicelib.deploy.records import PendingDeletion, changed_meanwhile
 from chalicelib.mail import Message
 from chalicelib.outbox import Outbox
 from chalicelib.service import iso
@@ -73,7 +73,7 @@ class TwoStepDeletion(Generic[R]):
         token = secrets.token_urlsafe(24)
         pending = PendingDeletion(secret_hash(token), now + DELETION_TOKEN_SECONDS)
         if not self._mark(record, pending):
-            raise _changed()
+            raise changed_meanwhile(subject.kind)
         self._mail(email, subject, token, now)
         return 202, {
             "ok": True,
@@ -102,12 +102,12 @@ class TwoStepDeletion(Generic[R]):
 
     def cancel(self, record: R, subject: Subject) -> Answer:
         if record.deletion is not None and not self._mark(record, None):
-            raise _changed()
+            raise changed_meanwhile(subject.kind)
         return {"ok": True, subject.key_field: subject.key, "deletion_status": "cancelled"}
 
     def _removed(self, record: R, subject: Subject, now: int) -> Answer:
         if not self._remove(record, now):
-            raise _changed()
+            raise changed_meanwhile(subject.kind)
         return {"ok": True, subject.key_field: subject.key, "deletion_status": "deleted"}
 
     def _mail(self, email: str, subject: Subject, token: str, now: int) -> None:
@@ -120,10 +120,3 @@ class TwoStepDeletion(Generic[R]):
             "If you did not ask for this, ignore this email: nothing is deleted without it.\n"
         )
         self._outbox().send(Message(email, f"Confirm deleting {subject.name}", text), now)
-
-
-def _changed() -> errors.ApiError:
-    return errors.IdempotencyInProgressError(
-        "This changed while the request ran (a build moved on, or another request); retry.",
-        headers={"Retry-After": "1"},
-    )

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib import dynamo
+from chalicelib import dynamo, errors
 from chalicelib.dynamo import Dynamo, Item
 from chalicelib.sealing import Sealer
 
@@ -144,6 +144,14 @@ class Records:
                 "deletion_expires_at": deletion.expires_at,
             }
         return attrs
+
+
+def changed_meanwhile(kind: str) -> errors.ApiError:
+    """The answer when a record changed between this request's read and its write."""
+    return errors.IdempotencyInProgressError(
+        f"The {kind} changed while this request ran (a build moved on, or another request); retry.",
+        headers={"Retry-After": "1"},
+    )
 
 
 def deletion_of(item: Item) -> PendingDeletion | None:

@@ -23,6 +23,7 @@ from chalicelib.deploy import deletion
 from chalicelib.deploy.backend import BuildSpec, DeployBackend, DeployStatus, PodLimits
 from chalicelib.deploy.contexts import ContextStore
 from chalicelib.deploy.env import valid_env
+from chalicelib.deploy.records import changed_meanwhile
 from chalicelib.deploy.store import Deployment, DeploymentStore
 from chalicelib.deploy.uploads import Uploads
 from chalicelib.outbox import Outbox
@@ -174,7 +175,7 @@ class DeployService:
         stored = self._store.save(updated, app)
         if stored is None:
             self._contexts.delete(self._bucket(), key)
-            raise _changed()
+            raise changed_meanwhile("app")
         try:
             self._start(stored, tier)
         except Exception:
@@ -315,13 +316,6 @@ class DeployService:
 def _subject(app: Deployment) -> deletion.Subject:
     path = f"/api/v1/deployments/{app.id}/confirm-deletion"
     return deletion.Subject("app", "id", app.id, app.name, app.url, path)
-
-
-def _changed() -> errors.ApiError:
-    return errors.IdempotencyInProgressError(
-        "The app changed while this request ran (a build moved on, or another request); retry.",
-        headers={"Retry-After": "1"},
-    )
 
 
 def _slug(name: str, app_id: str) -> str:

@@ -33,6 +33,7 @@ from chalicelib.deploy.backend import BuildSpec, DeployBackend, DeployStatus, Po
 from chalicelib.deploy.contexts import ContextStore
 from chalicelib.deploy.env import check_size, valid_env
 from chalicelib.deploy.manifest import SERVICE_REF, Manifest
+from chalicelib.deploy.records import changed_meanwhile
 from chalicelib.deploy.stack_store import ServiceState, Stack, StackEnv, StackStore
 from chalicelib.outbox import Outbox
 from chalicelib.tiers import Tier, get_tier
@@ -180,7 +181,7 @@ class StackService:
             stack, env=replace(stack.env, stack=merged), updated_at=int(self._clock())
         )
         if self._store.save(updated, stack) is None:
-            raise _changed()
+            raise changed_meanwhile("stack")
         return {
             "ok": True,
             "slug": slug,
@@ -199,7 +200,7 @@ class StackService:
         )
         stored = self._store.save(updated, stack)
         if stored is None:
-            raise _changed()
+            raise changed_meanwhile("stack")
         self._start_all(stored)
         return {"ok": True, **stored.as_json(self._backend(), full=False), "redeployed": True}
 
@@ -326,12 +327,6 @@ def _overall(services: list[ServiceState]) -> DeployStatus:
         if status in statuses:
             return status
     return DeployStatus.HEALTHY if statuses == {DeployStatus.HEALTHY} else next(iter(statuses))
-
-
-def _changed() -> errors.ApiError:
-    return errors.IdempotencyInProgressError(
-        "The stack changed meanwhile; retry.", headers={"Retry-After": "1"}
-    )
 
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,30}")
