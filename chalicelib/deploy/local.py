@@ -114,10 +114,16 @@ def read_lines(path: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
+def locked(path: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold the lock file ``path`` for the block; with ``wait=False`` only if nobody holds it
+    (the block gets False, and holds nothing, when somebody does)."""
     with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
 
 
 class LocalBackend:
@@ -231,7 +237,13 @@ class LocalBackend:
         return Observed(DeployStatus.FAILED, record.error or event.message, (event,))
 
     def _still_running(self, slug: str, revision: int, paths: Paths, record: Record) -> Record:
-        """A healthy revision whose container exited since becomes FAILED (runtime)."""
+        """A healthy revision whose container exited since becomes FAILED (runtime). Not judged
+        while a worker holds the app's deploy lock: its containers are being swapped (renamed,
+        stopped, started), and what two inspects see then is no state the app is in."""
+        with locked(paths.root.parent / "deploy.lock", wait=False) as quiet:
+            return self._judged(slug, revision, paths, record) if quiet else record
+
+    def _judged(self, slug: str, revision: int, paths: Paths, record: Record) -> Record:
         container = inspect(container_of(slug))
         if container is None:
             parked = inspect(spare_of(slug))
@@ -296,10 +308,14 @@ class LocalBackend:
         shutil.rmtree(app_dir, ignore_errors=True)
 
     def _worker_pid(self, paths: Paths) -> int | None:
-        """The pid of this revision's live worker; None once it exited (or never started)."""
+        """The pid of this revision's live worker; None once it exited (or never started). A
+        worker this process started answers for itself; another's is looked up in /proc."""
         child = self._children.get(paths.root)
-        if child is not None and child.poll() is not None:
+        if child is not None:
+            if child.poll() is None:
+                return child.pid
             del self._children[paths.root]  # reaped: no zombie left to look alive
+            return None
         try:
             pid = int(json.loads(paths.pid.read_text())["pid"])
             stat = Path(f"/proc/{pid}/stat").read_text()

@@ -148,7 +148,7 @@ def test_start_serves_the_context_at_its_url(deployer: Deployer) -> None:
     slug = new_slug()
     deployer.start(slug, 1, site("<h1>hello from rev 1</h1>"))
 
-    assert deployer.wait(slug, 1).status == DeployStatus.HEALTHY
+    assert (o := deployer.wait(slug, 1)).status == DeployStatus.HEALTHY, o
     url = deployer.backend.url_of(slug)
     assert url == f"http://{slug}.localhost:{deployer.port(slug)}"
     direct = requests.get(f"http://127.0.0.1:{deployer.port(slug)}/index.html", timeout=5)
@@ -221,7 +221,7 @@ def test_start_of_a_cmd_that_exits_fails_at_runtime(deployer: Deployer) -> None:
 def test_observe_fails_a_healthy_app_whose_container_exited(deployer: Deployer) -> None:
     slug = new_slug()
     deployer.start(slug, 1, site("short-lived"))
-    assert deployer.wait(slug, 1).status == DeployStatus.HEALTHY
+    assert (o := deployer.wait(slug, 1)).status == DeployStatus.HEALTHY, o
 
     podman("kill", container_of(slug))
     observed = deployer.backend.observe(slug, 1)
@@ -239,19 +239,19 @@ def test_start_twice_is_a_no_op(deployer: Deployer) -> None:
     deployer.start(slug, 1, site("twice"))
 
     assert pid_file.read_text() == first
-    assert deployer.wait(slug, 1).status == DeployStatus.HEALTHY
+    assert (o := deployer.wait(slug, 1)).status == DeployStatus.HEALTHY, o
     assert requests.get(f"http://127.0.0.1:{deployer.port(slug)}/", timeout=5).text == "once"
 
 
 def test_redeploy_keeps_the_url_and_serves_the_new_body(deployer: Deployer) -> None:
     slug = new_slug()
     deployer.start(slug, 1, site("version one"))
-    assert deployer.wait(slug, 1).status == DeployStatus.HEALTHY
+    assert (o := deployer.wait(slug, 1)).status == DeployStatus.HEALTHY, o
     url = deployer.backend.url_of(slug)
 
     deployer.start(slug, 2, site("version two"))
 
-    assert deployer.wait(slug, 2).status == DeployStatus.HEALTHY
+    assert (o := deployer.wait(slug, 2)).status == DeployStatus.HEALTHY, o
     assert deployer.backend.url_of(slug) == url
     assert requests.get(f"http://127.0.0.1:{deployer.port(slug)}/", timeout=5).text == "version two"
     assert deployer.backend.observe(slug, 1).status == DeployStatus.HEALTHY  # replaced, not failed
@@ -265,7 +265,7 @@ def test_an_older_revision_built_late_does_not_replace_a_newer_one(deployer: Dep
     deployer.start(slug, 1, context(slow, **{"index.html": "old"}))
     deployer.start(slug, 2, site("new"))
 
-    assert deployer.wait(slug, 2).status == DeployStatus.HEALTHY
+    assert (o := deployer.wait(slug, 2)).status == DeployStatus.HEALTHY, o
     older = deployer.wait(slug, 1)
 
     assert older.status == DeployStatus.FAILED
@@ -276,7 +276,7 @@ def test_an_older_revision_built_late_does_not_replace_a_newer_one(deployer: Dep
 def test_an_app_reaches_another_at_its_internal_url(deployer: Deployer) -> None:
     api, web, body = new_slug(), new_slug(), f"api-body-{secrets.token_hex(4)}"
     deployer.start(api, 1, site(body))
-    assert deployer.wait(api, 1).status == DeployStatus.HEALTHY
+    assert (o := deployer.wait(api, 1)).status == DeployStatus.HEALTHY, o
     internal = deployer.backend.internal_url_of(api)
 
     deployer.start(web, 1, fetcher(), env={"API_URL": internal})
@@ -298,7 +298,7 @@ def test_a_private_app_answers_other_apps_but_not_on_loopback(deployer: Deployer
 
     deployer.start(web, 1, fetcher(), env={"API_URL": internal})
 
-    assert deployer.wait(web, 1).status == DeployStatus.HEALTHY
+    assert (o := deployer.wait(web, 1)).status == DeployStatus.HEALTHY, o
     fetched = deployer.get(web, "/cgi-bin/api")
     assert "200 OK" in fetched and body in fetched, fetched
     with pytest.raises(requests.ConnectionError):
@@ -308,7 +308,7 @@ def test_a_private_app_answers_other_apps_but_not_on_loopback(deployer: Deployer
 def test_a_redeploy_that_crashes_leaves_the_previous_revision_serving(deployer: Deployer) -> None:
     slug = new_slug()
     deployer.start(slug, 1, site("revision one"))
-    assert deployer.wait(slug, 1).status == DeployStatus.HEALTHY
+    assert (o := deployer.wait(slug, 1)).status == DeployStatus.HEALTHY, o
 
     deployer.start(slug, 2, site("x", 'CMD ["sh", "-c", "echo crash-on-start; exit 1"]'))
     observed = deployer.wait(slug, 2)
@@ -329,7 +329,7 @@ def test_a_redeploy_that_crashes_leaves_the_previous_revision_serving(deployer: 
 
     deployer.start(slug, 3, site("revision three"))  # and the next good one replaces it
 
-    assert deployer.wait(slug, 3).status == DeployStatus.HEALTHY
+    assert (o := deployer.wait(slug, 3)).status == DeployStatus.HEALTHY, o
     assert deployer.get(slug) == "revision three"
     deployer.settle(slug, 3)
     assert containers_of(slug) == [container_of(slug)]  # the parked one removed
@@ -342,7 +342,7 @@ def test_a_redeploy_that_never_listens_leaves_the_previous_revision_serving(
     monkeypatch.setattr(deployer.backend, "health_timeout", 3.0)
     slug = new_slug()
     deployer.start(slug, 1, site("still revision one"))
-    assert deployer.wait(slug, 1).status == DeployStatus.HEALTHY
+    assert (o := deployer.wait(slug, 1)).status == DeployStatus.HEALTHY, o
     seen: set[DeployStatus] = set()
 
     deployer.start(slug, 2, site("x", 'CMD ["sleep", "600"]'))
@@ -362,7 +362,7 @@ def test_logs_are_the_build_log_then_the_app_log(deployer: Deployer) -> None:
     slug = new_slug()
     cmd = 'CMD ["sh", "-c", "echo app-says-hello; exec httpd -f -p 8080 -h /www"]'
     deployer.start(slug, 1, site("logs", cmd))
-    assert deployer.wait(slug, 1).status == DeployStatus.HEALTHY
+    assert (o := deployer.wait(slug, 1)).status == DeployStatus.HEALTHY, o
 
     lines = deployer.backend.logs(slug, 1)
 
@@ -386,7 +386,7 @@ def test_observe_reports_a_worker_that_died(deployer: Deployer) -> None:
 def test_remove_stops_the_app_and_deletes_images_and_state(deployer: Deployer) -> None:
     slug = new_slug()
     deployer.start(slug, 1, site("doomed"))
-    assert deployer.wait(slug, 1).status == DeployStatus.HEALTHY
+    assert (o := deployer.wait(slug, 1)).status == DeployStatus.HEALTHY, o
     port = deployer.port(slug)
 
     deployer.backend.remove(slug)
@@ -402,7 +402,7 @@ def test_remove_stops_the_app_and_deletes_images_and_state(deployer: Deployer) -
 def test_remove_during_a_redeploy_removes_the_parked_container_too(deployer: Deployer) -> None:
     slug = new_slug()
     deployer.start(slug, 1, site("parked"))
-    assert deployer.wait(slug, 1).status == DeployStatus.HEALTHY
+    assert (o := deployer.wait(slug, 1)).status == DeployStatus.HEALTHY, o
     deployer.start(slug, 2, site("x", 'CMD ["sleep", "600"]'))  # waits for its health timeout
     deadline = time.monotonic() + 60
     while not (revision_of(container_of(slug)) == 2 and revision_of(spare_of(slug)) == 1):
@@ -418,7 +418,7 @@ def test_remove_during_a_redeploy_removes_the_parked_container_too(deployer: Dep
 def test_remove_twice_is_fine(deployer: Deployer) -> None:
     slug = new_slug()
     deployer.start(slug, 1, site("gone"))
-    assert deployer.wait(slug, 1).status == DeployStatus.HEALTHY
+    assert (o := deployer.wait(slug, 1)).status == DeployStatus.HEALTHY, o
 
     deployer.backend.remove(slug)
     deployer.backend.remove(slug)
