@@ -12,11 +12,14 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any, TypeVar
+from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from chalicelib.errors import ConfigError
 from chalicelib.models import Backend, Kind, Resource
+
+if TYPE_CHECKING:
+    from chalicelib.tiers import Tier
 
 T = TypeVar("T")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -66,6 +69,20 @@ class DeploySettings:
     kube_registry_auth_secret: str = "instanode-registry-auth"  # dockerconfigjson: pushes
     # the ingress controller's namespace: its pods alone reach a public app from outside its stack
     ingress_namespace: str = "ingress-nginx"
+    # local backend: the address pool of builds, app networks and the edge (deploy/firewall.py),
+    # and every build's memory, CPU and wall-clock limits
+    # kubernetes backend: where a build pod may not connect (its NetworkPolicy's ipBlock except)
+    kube_build_egress_except: tuple[str, ...] = (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+    )
+    subnet: str = "10.90.0.0/16"
+    build_memory_mb: int = 2048
+    build_cpu_millis: int = 1000
+    build_timeout_seconds: int = 600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> DeploySettings:
@@ -83,6 +100,17 @@ class DeploySettings:
             bucket=env.get("INSTANODE_DEPLOY_BUCKET", env.get("INSTANODE_BUCKET", "")),
             state_dir=env.get("INSTANODE_DEPLOY_STATE_DIR", "/tmp/instanode-deploys"),
             port_range=ports,
+            kube_build_egress_except=_cidrs(
+                env, "INSTANODE_KUBE_BUILD_EGRESS_EXCEPT", cls.kube_build_egress_except
+            ),
+            subnet=env.get("INSTANODE_DEPLOY_SUBNET", cls.subnet),
+            build_memory_mb=_positive(env, "INSTANODE_DEPLOY_BUILD_MEMORY_MB", cls.build_memory_mb),
+            build_cpu_millis=_positive(
+                env, "INSTANODE_DEPLOY_BUILD_CPU_MILLIS", cls.build_cpu_millis
+            ),
+            build_timeout_seconds=_positive(
+                env, "INSTANODE_DEPLOY_BUILD_TIMEOUT", cls.build_timeout_seconds
+            ),
             kube_api_url=env.get("INSTANODE_KUBE_API_URL", ""),
             kube_token=env.get("INSTANODE_KUBE_TOKEN", ""),
             kube_namespace=env.get("INSTANODE_KUBE_NAMESPACE", "instanode-apps"),
@@ -102,6 +130,8 @@ class DeploySettings:
             ),
         )
 
+
+PLANS_OVERRIDES_VAR = "INSTANODE_PLANS_OVERRIDES"
 
 # Webhook inboxes live in the platform's own DynamoDB: one implicit backend.
 WEBHOOK_BACKEND = "inbox"
@@ -126,6 +156,22 @@ class Settings:
     billing_plans: Mapping[str, str]  # billing provider plan id -> tier name
     promo_codes: Mapping[str, Promo]
     deploy: DeploySettings
+    # {tier: {key: value}} merged over plans.yaml (INSTANODE_PLANS_OVERRIDES; checked at load)
+    plans_overrides: Mapping[str, Any] = field(default_factory=dict)
+    billing_url: str = ""  # where a team buys a paid tier (the operator's checkout page)
+
+    @cached_property
+    def tiers(self) -> Mapping[str, Tier]:
+        """The effective tier table: plans.yaml with ``plans_overrides`` merged over it."""
+        from chalicelib.tiers import build_tiers
+
+        return build_tiers(self.plans_overrides, PLANS_OVERRIDES_VAR)
+
+    @property
+    def billing_configured(self) -> bool:
+        """A payment provider moves teams between tiers here: its webhook can verify and map
+        charges, and there is a page where a team pays."""
+        return bool(self.razorpay_webhook_secret and self.billing_plans and self.billing_url)
 
     @property
     def resources_table(self) -> str:
@@ -194,7 +240,26 @@ class Settings:
             billing_plans=_parse_plans(env.get("INSTANODE_BILLING_PLANS", "{}")),
             promo_codes=_parse_promos(env.get("INSTANODE_PROMO_CODES", "{}")),
             deploy=DeploySettings.from_env(env),
+            plans_overrides=_parse_plans_overrides(env.get(PLANS_OVERRIDES_VAR, "{}")),
+            billing_url=env.get("INSTANODE_BILLING_URL", "").strip(),
         )
+
+
+def _cidrs(env: Mapping[str, str], var: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(var)
+    if raw is None:
+        return default
+    try:
+        return tuple(str(ipaddress.ip_network(c.strip())) for c in raw.split(",") if c.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{var} must be comma-separated CIDRs: {exc}") from exc
+
+
+def _positive(env: Mapping[str, str], var: str, default: int) -> int:
+    raw = env.get(var, str(default))
+    if not raw.isdecimal() or int(raw) < 1:
+        raise ConfigError(f"{var} must be a positive whole number, not {raw!r}")
+    return int(raw)
 
 
 def _json(var: str, raw: str, expected: type[T], what: str) -> T:
@@ -210,6 +275,17 @@ def _json(var: str, raw: str, expected: type[T], what: str) -> T:
 
 def _json_object(var: str, raw: str) -> dict[str, Any]:
     return _json(var, raw, dict, "a JSON object")
+
+
+def _parse_plans_overrides(raw: str) -> dict[str, Any]:
+    """``{"free": {"deploys": {"apps": 1}}}``: every tier, key and type checked now, so a bad
+    override stops the process at load instead of failing a request."""
+    overrides = _json_object(PLANS_OVERRIDES_VAR, raw or "{}")
+    if overrides:
+        from chalicelib.tiers import build_tiers
+
+        build_tiers(overrides, PLANS_OVERRIDES_VAR)
+    return overrides
 
 
 def _parse_plans(raw: str) -> dict[str, str]:

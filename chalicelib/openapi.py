@@ -360,7 +360,9 @@ def document(base_url: str, version: str) -> dict[str, Any]:
             **ACCOUNT_PATHS,
             **DEPLOY_PATHS,
             **STACK_PATHS,
-            "/api/v1/capabilities": _get("Tier limits", obj),
+            "/api/v1/capabilities": _get(
+                "Tier limits and the base images deploys can start FROM", obj
+            ),
             "/healthz": _get("Liveness", obj, 503),
             "/readyz": _get("Readiness of every dependency", obj, 503),
             "/openapi.json": _get("This document", obj),

@@ -29,6 +29,7 @@ from chalicelib.sealing import Sealer
 from chalicelib.store import Charge, ResourceStore, resource_id_of
 from chalicelib.tiers import ANONYMOUS, Tier
 from chalicelib.tokens import Signer
+from chalicelib.upgrades import MAX_ACTION, more_of, or_more
 
 log = logging.getLogger(__name__)
 
@@ -225,9 +226,7 @@ class ProvisionService:
         if not caller.anonymous:
             return errors.ResourceLimitReachedError(
                 message,
-                agent_action=f"Tell the user their team already has {req.kind.value} "
-                f"'{existing.name}': reuse it, delete one, or upgrade the team at "
-                f"{self._settings.public_base_url}/dashboard to hold more.",
+                agent_action=self._team_cap_action(caller, req, tier, existing.name),
                 existing={"id": existing.id, "name": existing.name},
             )
         claim_url = self._upgrade(existing, int(self._clock()))["upgrade"]
@@ -238,6 +237,23 @@ class ProvisionService:
             existing={"id": existing.id, "name": existing.name},
             claim_url=claim_url,
         )
+
+    def _team_cap_action(self, caller: Caller, req: ProvisionRequest, tier: Tier, name: str) -> str:
+        """Reuse or delete the one the team has, or move to a tier holding more (as this
+        installation does it: its checkout, or the operator's command)."""
+        kind, base = req.kind.value, self._settings.public_base_url
+        bigger = more_of(self._tiers, tier, lambda t: t.limits(req.kind).max_resources)
+        texts = [
+            or_more(
+                self._settings,
+                f"Tell the user their team already has {what}: reuse it, or delete one "
+                f"(DELETE {base}/api/v1/resources/<id>)",
+                bigger,
+                caller.owner,
+            )
+            for what in (f"{kind} '{name}'", f"its {kind} (see 'existing')")
+        ]
+        return next((t for t in texts if len(t) <= MAX_ACTION), texts[-1])
 
     # -- response bodies --------------------------------------------------------------------
     def _body(

@@ -7,11 +7,12 @@ import logging
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import threading
 
 from devstack.services import port_open
-from devstack.stack import Stack, get_profile
+from devstack.stack import ROOT, Stack, get_profile
 
 JOB_INTERVAL_SECONDS = int(os.environ.get("INSTANODE_JOB_INTERVAL", "60"))
 
@@ -79,6 +80,8 @@ def _serve(stack: Stack, port: int, start_stack: bool) -> None:
         os.environ.update(stack.env())
         threading.Thread(target=_jobs_forever, args=(stop,), daemon=True).start()
         stack.api_pidfile.write_text(str(os.getpid()))
+        if not stack.profile.name.startswith("test"):  # tests build the images they use
+            _prepare_base_images(stack)
     print(
         f"instanode API on http://127.0.0.1:{port} (Ctrl-C stops it and what it started)",
         flush=True,
@@ -92,6 +95,26 @@ def _serve(stack: Stack, port: int, start_stack: bool) -> None:
         stack.down(started)
         if start_stack:
             stack.api_pidfile.unlink(missing_ok=True)
+
+
+def _prepare_base_images(stack: Stack) -> None:
+    """Build the local deploy backend's base images (python, node, debian: a minute or so
+    each, the first time) in a detached process, so the first deploys need not wait; the API
+    does not wait for it either. Built images are kept in podman's store: later runs find them
+    at once."""
+    log_path = stack.state / "base-images.log"
+    with open(log_path, "ab") as log:
+        # setsid --fork: its own session (Ctrl-C does not stop a build half-way) and not our
+        # child (no zombie once it is done); this returns at once
+        subprocess.run(
+            ["setsid", "--fork", sys.executable, "-m", "chalicelib.deploy.baseimage", "--all"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            check=False,
+        )
+    print(f"preparing the deploy base images in the background: tail -f {log_path}", flush=True)
 
 
 def _interrupt(signum: int, frame: object) -> None:

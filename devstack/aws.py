@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -136,7 +137,23 @@ def ensure_aws_resources(env: Mapping[str, str]) -> None:
     )
     endpoint = env["AWS_ENDPOINT_URL"]
     create_tables(session.client("dynamodb", endpoint_url=endpoint), env["INSTANODE_TABLE_PREFIX"])
-    s3 = session.client("s3", endpoint_url=endpoint)
-    buckets = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-    if env["INSTANODE_BUCKET"] not in buckets:
-        s3.create_bucket(Bucket=env["INSTANODE_BUCKET"])
+    wanted = [(endpoint, env["INSTANODE_BUCKET"])]  # build contexts and uploads
+    wanted += [(b["admin_url"], b["bucket"]) for b in json.loads(env["INSTANODE_STORAGE_BACKENDS"])]
+    for url, bucket in wanted:
+        s3 = session.client("s3", endpoint_url=url)
+        if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+            s3.create_bucket(Bucket=bucket)
+
+
+def empty_storage(env: Mapping[str, str]) -> None:
+    """Delete every object of the storage backends' buckets (the S3-only server has no
+    ``/moto-api/reset``: tenants reach it)."""
+    for backend in json.loads(env["INSTANODE_STORAGE_BACKENDS"]):
+        bucket = boto3.resource(
+            "s3",
+            endpoint_url=backend["admin_url"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_DEFAULT_REGION"],
+        ).Bucket(backend["bucket"])
+        bucket.objects.all().delete()

@@ -23,6 +23,7 @@ RUN_AS = "instanode"  # servers such as Postgres refuse to run as root
 class Service:
     name: str
     port: int
+    host = "127.0.0.1"  # where ``port`` is checked
 
     def __init__(self, state: Path) -> None:
         self.dir = state / self.name
@@ -46,16 +47,16 @@ class Service:
 
     def up(self) -> bool:
         """Start unless running; True when this call started it."""
-        if self.pid() and port_open(self.port):
+        if self.pid() and port_open(self.port, self.host):
             return False
-        if port_open(self.port):
+        if port_open(self.port, self.host):
             raise SystemExit(f"{self.name}: port {self.port} is taken by another process")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.prepare()
         pid = self.launch()
         self.pidfile.parent.mkdir(parents=True, exist_ok=True)
         self.pidfile.write_text(str(pid))
-        wait_for_port(self.port, self.name)
+        wait_for_port(self.port, self.name, self.host)
         return True
 
     def spawn(self, cmd: list[str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
@@ -78,16 +79,23 @@ class Service:
 
 class Moto(Service):
     """moto in server mode (requests serialised, see moto_serial.py): DynamoDB, S3 and Secrets
-    Manager at a LocalStack-style endpoint."""
+    Manager at a LocalStack-style endpoint; with ``only="s3"`` a second one that serves S3
+    alone (the storage kind's, which tenants reach: it holds none of the platform's tables)."""
 
-    name = "moto"
-
-    def __init__(self, state: Path, port: int) -> None:
+    def __init__(self, state: Path, port: int, only: str | None = None) -> None:
+        self.name = only or "moto"
         super().__init__(state)
         self.port = port
+        self.only = only
 
     def launch(self) -> int:
-        cmd = [sys.executable, "-m", "devstack.moto_serial", str(self.port)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "devstack.moto_serial",
+            str(self.port),
+            *filter(None, [self.only]),
+        ]
         return self.spawn(cmd, cwd=Path(__file__).resolve().parent.parent).pid
 
 
@@ -206,15 +214,15 @@ def _as_user(cmd: list[str], user: pwd.struct_passwd) -> None:
     )
 
 
-def port_open(port: int) -> bool:
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0
 
 
-def wait_for_port(port: int, what: str, timeout: float = 30.0) -> None:
+def wait_for_port(port: int, what: str, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    while not port_open(port):
+    while not port_open(port, host):
         if time.monotonic() > deadline:
             raise SystemExit(f"{what} did not open port {port} within {timeout:.0f}s")
         time.sleep(0.1)

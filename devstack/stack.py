@@ -15,6 +15,9 @@ import signal
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from chalicelib.config import DeploySettings
+from chalicelib.deploy.firewall import Layout
+from devstack.edge_service import Edge
 from devstack.mongo_service import MongoServer
 from devstack.nats_service import NatsServer
 from devstack.redis_service import RedisServer
@@ -24,6 +27,7 @@ from devstack.smtp_service import SmtpServer
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
 MAIL_FROM = "instanode <noreply@instanode.localhost>"
+LAYOUT = Layout.of(DeploySettings.from_env(os.environ).subnet)  # the local deploy backend's
 
 
 # Billing plans and promotion codes of the local stacks (production sets its own).
@@ -32,6 +36,11 @@ LOCAL_PROMO_CODES = {
     "EARLYBIRD": {"discount_percent": 20},
     "LAUNCH500": {"discount_amount_inr": 500},
 }
+
+# `make run` is a self-hosted install: no checkout sells Hobby there, so a free team may run one
+# app (INSTANODE_PLANS_OVERRIDES over plans.yaml). The test and bench profiles keep the default
+# table, as every installation starts with; tests that need free deploys set the override.
+DEV_PLANS_OVERRIDES = {"free": {"deploys": {"apps": 1}}}
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,12 @@ class Profile:
     nats_port: int
     mongo_port: int
     smtp_port: int
+    plans_overrides: str = "{}"  # INSTANODE_PLANS_OVERRIDES of the profile (JSON)
+
+    @property
+    def s3_port(self) -> int:
+        """The S3-only endpoint's (the storage kind's), next to moto's."""
+        return self.moto_port + 1
 
     def shifted(self, offset: int) -> Profile:
         """The same profile on every port + ``offset``, with its own state (``<name>+<offset>``):
@@ -71,6 +86,7 @@ PROFILES = {
         nats_port=4223,
         mongo_port=27018,
         smtp_port=2525,
+        plans_overrides=json.dumps(DEV_PLANS_OVERRIDES),
     ),
     "test": Profile(
         "test",
@@ -110,6 +126,7 @@ class Stack:
         self.state.mkdir(parents=True, exist_ok=True)
         self._secrets = self._load_secrets()
         self.moto = Moto(self.state, profile.moto_port)
+        self.s3 = Moto(self.state, profile.s3_port, only="s3")
         self.postgres = [
             Postgres(self.state, f"pg{i}", port, self._secrets["postgres_password"])
             for i, port in enumerate(profile.postgres_ports, start=1)
@@ -118,10 +135,18 @@ class Stack:
         self.nats = NatsServer(self.state, profile.nats_port)
         self.mongo = MongoServer(self.state, profile.mongo_port, self._secrets["mongo_password"])
         self.smtp = SmtpServer(self.state, profile.smtp_port)
+        edge_ports = [*(s.port for s in self.tenant_servers), self.s3.port]
+        self.edge = Edge(self.state, LAYOUT, edge_ports, profile.name) if Edge.possible() else None
 
     @property
     def services(self) -> list[Service]:
-        return [self.moto, *self.postgres, self.redis, self.nats, self.mongo, self.smtp]
+        servers = [self.moto, self.s3, *self.postgres, self.redis, self.nats, self.mongo, self.smtp]
+        return servers + ([self.edge] if self.edge else [])
+
+    def internal_host(self, port: int) -> str:
+        """``host:port`` of a data server as deployed apps reach it: at the edge (127.0.0.1
+        when this stack has none, as when it is not run as root)."""
+        return f"{self.edge.host if self.edge else '127.0.0.1'}:{port}"
 
     @property
     def tenant_servers(self) -> list[Postgres | RedisServer | NatsServer | MongoServer]:
@@ -166,9 +191,10 @@ class Stack:
         for server in self.tenant_servers:
             server.drop_tenants()
         self.smtp.clear()
-        from devstack.aws import ensure_aws_resources
+        from devstack.aws import empty_storage, ensure_aws_resources
 
         ensure_aws_resources(self.env())
+        empty_storage(self.env())
 
     def remove_apps(self) -> int:
         """Remove every app the local deploy backend runs for this profile: their records live
@@ -197,7 +223,7 @@ class Stack:
                 "name": pg.name,
                 "admin_url": pg.admin_url(),
                 "public_host": f"127.0.0.1:{pg.port}",
-                "internal_host": f"127.0.0.1:{pg.port}",
+                "internal_host": self.internal_host(pg.port),
             }
             for pg in self.postgres
         ]
@@ -213,7 +239,7 @@ class Stack:
             "INSTANODE_JWT_SECRET": self._secrets["jwt_secret"],
             "INSTANODE_POSTGRES_BACKENDS": json.dumps(backends),
             "INSTANODE_REDIS_BACKENDS": json.dumps([self._redis_backend()]),
-            "INSTANODE_NATS_BACKENDS": json.dumps([self.nats.backend_entry()]),
+            "INSTANODE_NATS_BACKENDS": json.dumps([self._nats_backend()]),
             "INSTANODE_MONGODB_BACKENDS": json.dumps([self._mongo_backend()]),
             "INSTANODE_STORAGE_BACKENDS": json.dumps([self._storage_backend()]),
             # chalice local reports every caller as 127.0.0.1: trust it to forward the real one.
@@ -224,6 +250,10 @@ class Stack:
             "INSTANODE_RAZORPAY_WEBHOOK_SECRET": self._secrets["razorpay_webhook_secret"],
             "INSTANODE_BILLING_PLANS": json.dumps(LOCAL_BILLING_PLANS),
             "INSTANODE_PROMO_CODES": json.dumps(LOCAL_PROMO_CODES),
+            # what each tier may do, over plans.yaml (the shell's value wins, as for the URL)
+            "INSTANODE_PLANS_OVERRIDES": os.environ.get(
+                "INSTANODE_PLANS_OVERRIDES", self.profile.plans_overrides
+            ),
             # container deploys: podman on this machine, apps on ports next to the API's
             "INSTANODE_DEPLOY_BACKEND": "local",
             "INSTANODE_DEPLOY_STATE_DIR": str(self.state / "deploys"),
@@ -231,33 +261,35 @@ class Stack:
         }
 
     def _storage_backend(self) -> dict[str, str]:
-        """S3 is moto's: the same endpoint serves the platform and the presigned URLs."""
-        endpoint = f"http://127.0.0.1:{self.profile.moto_port}"
+        """The S3-only server: tenants' presigned URLs name it at the edge, which the host and
+        deployed apps both reach (the platform's tables are in the other moto)."""
         return {
             "name": "s3",
-            "admin_url": endpoint,
-            "public_host": endpoint,
+            "admin_url": f"http://127.0.0.1:{self.s3.port}",
+            "public_host": f"http://{self.internal_host(self.s3.port)}",
             "bucket": "instanode-storage",
             "region": REGION,
         }
 
     def _mongo_backend(self) -> dict[str, str]:
-        host = f"127.0.0.1:{self.mongo.port}"
         return {
             "name": "mongo1",
             "admin_url": self.mongo.admin_url(),
-            "public_host": host,
-            "internal_host": host,
+            "public_host": f"127.0.0.1:{self.mongo.port}",
+            "internal_host": self.internal_host(self.mongo.port),
         }
 
     def _redis_backend(self) -> dict[str, str]:
-        host = f"127.0.0.1:{self.redis.port}"
         return {
             "name": "redis1",
             "admin_url": self.redis.admin_url(),
-            "public_host": host,
-            "internal_host": host,
+            "public_host": f"127.0.0.1:{self.redis.port}",
+            "internal_host": self.internal_host(self.redis.port),
         }
+
+    def _nats_backend(self) -> dict[str, str]:
+        entry = self.nats.backend_entry()
+        return {**entry, "internal_host": f"nats://{self.internal_host(self.nats.port)}"}
 
     def _load_secrets(self) -> dict[str, str]:
         """Generated once per state dir (a key added later is generated then), kept 0600."""

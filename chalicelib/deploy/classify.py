@@ -7,11 +7,19 @@ ERR!``) beats the generic symptom printed after it (kaniko's ``failed to execute
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Sequence
 
 from chalicelib.deploy.backend import Event
-from chalicelib.deploy.classify_rules import BUILD_RULES, OOM, RUNTIME_RULES, Rule
+from chalicelib.deploy.classify_rules import (
+    BASE_IMAGE_PULL,
+    BUILD_RULES,
+    OOM,
+    RUNTIME_RULES,
+    Rule,
+    base_image_hint,
+)
 
 LAST_LINES = 30
 MAX_LINE = 500  # longer lines (minified code, base64) are cut
@@ -20,13 +28,20 @@ _EXIT = re.compile(r"exit (?:status|code):? (\d+)|non-zero code: (\d+)")
 _LISTENING = re.compile(r"(?:https?://)?(127\.0\.0\.1|localhost|0\.0\.0\.0|\[::1?\]):(\d{2,5})\b")
 
 
-def classify_build(log: Sequence[str], exit_code: int | None, at: int) -> Event:
-    """The cause of a failed image build, from its log."""
+def classify_build(
+    log: Sequence[str], exit_code: int | None, at: int, *, base_images: Sequence[str] = ()
+) -> Event:
+    """The cause of a failed image build, from its log. ``base_images``: where a backend can
+    only build on the images it has (the local one, without a registry), their names, which
+    a failed pull's hint then lists."""
     lines = _without_usage(_lines(log))
     code = _exit_code(exit_code, lines)
     found = _first_match(BUILD_RULES, lines, code)
     if found:
-        return _event(found[0], found[1], code, lines, at)
+        event = _event(found[0], found[1], code, lines, at)
+        if found[0] is BASE_IMAGE_PULL and base_images:
+            return dataclasses.replace(event, hint=base_image_hint(base_images))
+        return event
     return Event(
         reason="Unknown",
         message=_unknown("The build failed", code, lines),

@@ -7,6 +7,7 @@ cannot start.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -58,6 +59,28 @@ MISSING_MODULE = _rule(
     "Dockerfile (RUN pip install -r requirements.txt, RUN npm ci) before the code runs.",
 )
 
+BASE_IMAGE_PULL = _rule(
+    r"(?i)initializing source docker://|pinging container registry|manifest unknown|"
+    r"/manifests/\S+: (UNAUTHORIZED|MANIFEST_UNKNOWN|NAME_UNKNOWN)|pull access denied|"
+    r"error resolving base image|failed to get filesystem from image|"
+    r"short-name resolution|repository does not exist",
+    "BaseImagePullFailed",
+    "The base image could not be pulled",
+    "The base image could not be pulled; check the image name and tag in FROM, or use a "
+    "public image (e.g. python:3.12-slim, node:20-alpine).",
+)
+
+
+def base_image_hint(images: Sequence[str]) -> str:
+    """BASE_IMAGE_PULL's hint where no registry is reachable and only ``images`` (the local
+    backend's, ``chalicelib.deploy.baseimage.offered_names``) can be built on."""
+    return (
+        "The base image could not be pulled; check the image name and tag in FROM. No image "
+        "registry is reachable from this installation: start FROM one of the images it "
+        f"provides ({', '.join(images)}) and install anything else in RUN steps."
+    )
+
+
 BUILD_RULES: tuple[Rule, ...] = (
     _rule(
         r"please provide a valid path to a Dockerfile",
@@ -89,16 +112,7 @@ BUILD_RULES: tuple[Rule, ...] = (
         "Our image registry refused the image; this is on our side, not in the app, so "
         "redeploy in a minute and contact support if it keeps happening.",
     ),
-    _rule(
-        r"(?i)initializing source docker://|pinging container registry|manifest unknown|"
-        r"/manifests/\S+: (UNAUTHORIZED|MANIFEST_UNKNOWN|NAME_UNKNOWN)|pull access denied|"
-        r"error resolving base image|failed to get filesystem from image|"
-        r"short-name resolution|repository does not exist",
-        "BaseImagePullFailed",
-        "The base image could not be pulled",
-        "The base image could not be pulled; check the image name and tag in FROM, or use a "
-        "public image (e.g. python:3.12-slim, node:20-alpine).",
-    ),
+    BASE_IMAGE_PULL,
     _rule(
         r"COPY failed|ADD failed|failed to get files used from context|"
         r"at STEP \"(COPY|ADD) [^\"]*\":.*no such file or directory|"

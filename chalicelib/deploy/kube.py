@@ -3,7 +3,8 @@ Deployment, a Service and an Ingress (cert-manager TLS) run it at ``https://<slu
 A private app (a stack's ``expose: false``) gets no Ingress: only its ClusterIP Service, which
 its stack's other services reach at ``internal_url_of``; its health is the Deployment's rollout
 either way. Every app has a NetworkPolicy: its pods admit only the ingress controller (a public
-app) and the pods of its own stack (see ``manifests.network_policy``).
+app) and the pods of its own stack (see ``manifests.network_policy``); every build pod runs
+under one that lets it reach DNS and the internet only (``kube_policies``).
 
 Stateless: the Job of a revision is its record (its annotation holds the port and limits the
 Deployment needs, whether the app is public and its stack), so ``observe`` works from any
@@ -23,6 +24,7 @@ from chalicelib.deploy import manifests as m
 from chalicelib.deploy.backend import BuildSpec, DeployStatus, Observed
 from chalicelib.deploy.classify import classify_build, classify_runtime
 from chalicelib.deploy.kube_client import KubeClient, default_api_client
+from chalicelib.deploy.kube_policies import build_network_policy
 
 LOG_TAIL = 500  # lines of a failed pod's log handed to the classifier
 
@@ -60,6 +62,11 @@ class KubeBackend:
         kube = self._kube
         if kube.read(kube.batch.read_namespaced_job, m.job_name(spec.slug, spec.revision)):
             return  # this revision is building or built already
+        kube.upsert(  # before the first build pod: none runs unguarded
+            kube.net.create_namespaced_network_policy,
+            kube.net.replace_namespaced_network_policy,
+            build_network_policy(self._settings),
+        )
         secret = m.env_secret(spec, self._settings)
         kube.upsert(kube.core.create_namespaced_secret, kube.core.replace_namespaced_secret, secret)
         # a concurrent start of the same revision may have made the Job first: that one runs

@@ -32,7 +32,14 @@ from typing import Any
 from chalicelib.config import DeploySettings
 from chalicelib.deploy.backend import BuildSpec, DeployStatus, Event, Observed
 from chalicelib.deploy.classify import classify_build, classify_runtime
-from chalicelib.deploy.podman import app_lines, container_of, inspect, podman, spare_of
+from chalicelib.deploy.podman import (
+    app_lines,
+    container_of,
+    inspect,
+    podman,
+    remove_network,
+    spare_of,
+)
 from chalicelib.errors import BackendUnavailableError
 
 WORKER_MARK = "[instanode] "  # the worker's own lines in build.log (left out of classification)
@@ -51,9 +58,13 @@ class Job:
     host_port: int
     memory_mb: int
     cpu_millis: int
-    public: bool = True  # False: published on podman's bridge only (``podman.published_on``)
+    group: str  # the network's: the stack's slug, or the app's own for a plain app
+    subnet: str  # the firewall's address pool (``firewall.Layout``)
+    build_memory_mb: int
+    build_cpu_millis: int
+    build_timeout: float
+    public: bool = True  # False: published on its network's gateway only (``podman.published_on``)
     health_timeout: float = 60.0
-    build_timeout: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,7 @@ class Record:
     error: str | None = None
     oom: bool = False
     listening: bool | None = None
+    timed_out: bool = False  # the build ran past its wall-clock limit and was stopped
     build_s: float | None = None  # seconds from the worker's start to a built image
     deploy_s: float | None = None  # seconds from `podman run` to the first HTTP answer
 
@@ -183,6 +195,11 @@ class LocalBackend:
                 host_port=host_port,
                 memory_mb=spec.limits.memory_mb,
                 cpu_millis=spec.limits.cpu_millis,
+                group=spec.group or spec.slug,
+                subnet=self.settings.subnet,
+                build_memory_mb=self.settings.build_memory_mb,
+                build_cpu_millis=self.settings.build_cpu_millis,
+                build_timeout=self.settings.build_timeout_seconds,
                 public=spec.public,
                 health_timeout=self.health_timeout,
             )
@@ -279,7 +296,17 @@ class LocalBackend:
                 port=read_job(paths).port,
             )
         lines = [line for line in read_lines(paths.log) if not line.startswith(WORKER_MARK)]
-        return classify_build(lines, record.exit_code, record.at)
+        if record.timed_out:
+            hint = (
+                "The build was stopped at its time limit; make the slow RUN steps faster "
+                "(fewer or prebuilt dependencies) or split the work."
+            )
+            return Event(
+                "BuildTimeout", record.error or "", None, tuple(lines[-20:]), hint, record.at
+            )
+        from chalicelib.deploy.baseimage import offered_names  # no registry: only these
+
+        return classify_build(lines, record.exit_code, record.at, base_images=offered_names())
 
     def logs(self, slug: str, revision: int, since_line: int = 0) -> list[str]:
         paths = self._paths(slug, revision)
@@ -305,6 +332,8 @@ class LocalBackend:
         images = podman("images", "-q", "--filter", f"reference=localhost/instanode-{slug}")
         if images.stdout.split():
             podman("rmi", "-f", *sorted(set(images.stdout.split())))
+        for group in {read_job(Paths(job.parent)).group for job in app_dir.glob("[0-9]*/job.json")}:
+            remove_network(group)  # a stack's stays while another of its services uses it
         shutil.rmtree(app_dir, ignore_errors=True)
 
     def _worker_pid(self, paths: Paths) -> int | None:

@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -25,8 +26,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from chalicelib.deploy import firewall
 from chalicelib.deploy.backend import DeployStatus
-from chalicelib.deploy.baseimage import BUSYBOX_IMAGE, ensure_busybox_image
+from chalicelib.deploy.baseimage import (
+    BaseImageError,
+    Prefixed,
+    base_images_in,
+    ensure_base_image,
+)
 from chalicelib.deploy.local import (
     WORKER_MARK,
     Job,
@@ -40,14 +47,18 @@ from chalicelib.deploy.local import (
 from chalicelib.deploy.podman import (
     PODMAN,
     ULIMITS,
+    Network,
     app_lines,
     container_of,
+    ensure_build_network,
+    ensure_network,
     image_of,
     inspect,
     podman,
     publish_args,
     published_on,
     spare_of,
+    userns,
 )
 from chalicelib.deploy.tarball import extract
 
@@ -80,27 +91,54 @@ def build(job: Job, paths: Paths) -> bool:
         return False
     paths.context.unlink()
     dockerfile = context / "Dockerfile"
-    if dockerfile.is_file() and BUSYBOX_IMAGE in dockerfile.read_text(errors="replace"):
-        ensure_busybox_image()
-    command = ["buildah", "bud", "--isolation", "chroot", "--layers=false"]
-    command += ["-t", image_of(job.slug, job.revision), str(context)]
+    text = dockerfile.read_text(errors="replace") if dockerfile.is_file() else ""
+    for reference in base_images_in(text):  # built here from Debian packages: no registry
+        say(f"base image {reference}: built on this machine when missing (about a minute)")
+        try:
+            ensure_base_image(reference, Prefixed(sys.stdout, WORKER_MARK))
+        except BaseImageError as exc:
+            fail(paths, "build", error=f"the base image {reference} could not be built: {exc}")
+            return False
+    command = build_command(job, context)
     say(" ".join(command))
     began = time.monotonic()
-    try:
-        exit_code: int | None = subprocess.run(
-            command, stdin=subprocess.DEVNULL, timeout=job.build_timeout, check=False
-        ).returncode
-    except subprocess.TimeoutExpired:
-        exit_code = None
+    exit_code = run_bounded(command, job.build_timeout)
     shutil.rmtree(context, ignore_errors=True)
     if exit_code != 0:
-        error = (
-            f"the build took longer than {job.build_timeout:.0f} s" if exit_code is None else None
-        )
-        fail(paths, "build", exit_code=exit_code, error=error)
+        timed_out = exit_code is None
+        error = f"the build took longer than {job.build_timeout:.0f} s" if timed_out else None
+        fail(paths, "build", exit_code=exit_code, error=error, timed_out=timed_out)
         return False
     say(f"built {image_of(job.slug, job.revision)} in {time.monotonic() - began:.1f} s")
     return True
+
+
+def build_command(job: Job, context: Path) -> list[str]:
+    """buildah in a runc container per ``RUN`` step (runc's default capabilities and seccomp
+    profile): its own PID and network namespace on the build network (the internet, nothing on
+    this machine: ``firewall``), and the build's memory and CPU limits (no user namespace: see
+    ``podman.userns``)."""
+    network = ensure_build_network(firewall.Layout.of(job.subnet)).name
+    command = ["buildah", "bud", "--isolation", "oci", "--network", network, *ULIMITS]
+    command += ["--memory", f"{job.build_memory_mb}m", "--memory-swap", f"{job.build_memory_mb}m"]
+    command += ["--cpu-period", "100000", "--cpu-quota", str(job.build_cpu_millis * 100)]
+    return [*command, "--layers=false", "-t", image_of(job.slug, job.revision), str(context)]
+
+
+def run_bounded(command: list[str], timeout: float) -> int | None:
+    """The command's exit code; None when it ran past ``timeout`` and was stopped (SIGTERM to
+    its process group, which ends a ``RUN`` step's container too; SIGKILL if that is ignored)."""
+    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        return child.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGTERM)
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        return None
 
 
 def newer_revision(paths: Paths, revision: int) -> int | None:
@@ -143,7 +181,7 @@ def park(slug: str) -> int | None:
     return parked.revision
 
 
-def unpark(job: Job, previous: int | None) -> None:
+def unpark(job: Job, network: Network, previous: int | None) -> None:
     """After a failed start: remove this revision's container and serve the parked one again
     (started before it gets its name back, so it never looks like an exited app)."""
     podman("rm", "-f", "-t", "0", container_of(job.slug))
@@ -155,7 +193,7 @@ def unpark(job: Job, previous: int | None) -> None:
         say(f"revision {previous} did not start again: {started.stderr.strip()}")
         return
     deadline = time.monotonic() + job.health_timeout
-    while not (back := answers(job)) and time.monotonic() < deadline:
+    while not (back := answers(job, network)) and time.monotonic() < deadline:
         time.sleep(0.2)
     say(f"revision {previous} " + ("serves again" if back else "was started but does not answer"))
 
@@ -163,11 +201,15 @@ def unpark(job: Job, previous: int | None) -> None:
 Failure = dict[str, Any]  # the FAILED record's fields, written once the previous one is back
 
 
-def run(job: Job, paths: Paths) -> Failure | None:
-    """Start this revision's container; what went wrong when podman cannot."""
+def run(job: Job, paths: Paths, network: Network) -> Failure | None:
+    """Start this revision's container on its network; what went wrong when podman cannot."""
     env_args, by_name = env_arguments(paths)
     command = [*PODMAN, "run", "-d", "--name", container_of(job.slug), *ULIMITS]
-    command += ["--pull", "never", *publish_args(job.host_port, job.port, job.public)]
+    command += ["--network", network.name, "--pull", "never", *userns(job.host_port)]
+    # the gateway, where the stack's other services are published (podman would name another
+    # host address for a container in a user namespace)
+    command += ["--add-host", f"host.containers.internal:{network.gateway}"]
+    command += publish_args(job.host_port, job.port, job.public, network.gateway)
     command += ["--memory", f"{job.memory_mb}m", "--cpus", f"{job.cpu_millis / 1000:g}"]
     command += ["--label", f"instanode.app={job.slug}"]
     command += ["--label", f"instanode.revision={job.revision}"]
@@ -193,7 +235,7 @@ def run(job: Job, paths: Paths) -> Failure | None:
     return None
 
 
-def wait_healthy(job: Job, paths: Paths) -> Failure | None:
+def wait_healthy(job: Job, paths: Paths, network: Network) -> Failure | None:
     """HEALTHY once the app answers HTTP; what went wrong (its logs kept in app.log) when it
     exits first or does not answer within the health timeout."""
     name, began = container_of(job.slug), time.monotonic()
@@ -203,7 +245,7 @@ def wait_healthy(job: Job, paths: Paths) -> Failure | None:
             paths.app_log.write_text("\n".join(app_lines(name)) + "\n")
             exit_code = container.exit_code if container else None
             return {"exit_code": exit_code, "oom": bool(container and container.oom)}
-        if answers(job):
+        if answers(job, network):
             update(paths, status=DeployStatus.HEALTHY, deploy_s=round(time.monotonic() - began, 2))
             return None
         if time.monotonic() - began > job.health_timeout:
@@ -213,10 +255,10 @@ def wait_healthy(job: Job, paths: Paths) -> Failure | None:
         time.sleep(0.2)
 
 
-def answers(job: Job) -> bool:
+def answers(job: Job, network: Network) -> bool:
     """Something answers HTTP at the app's host port (where it is published: a private app's
     is not on loopback)."""
-    address = published_on(job.public)[0].strip("[]")  # an IPv6 one is bracketed for -p
+    address = published_on(job.public, network.gateway)[0]
     connection = http.client.HTTPConnection(address, job.host_port, timeout=2)
     try:
         connection.request("GET", "/", headers={"Host": f"{job.slug}.localhost"})
@@ -242,6 +284,7 @@ def prune(job: Job, serving: int | None) -> None:
 
 def deploy(job: Job, paths: Paths) -> None:
     began = time.monotonic()
+    firewall.ensure_base(firewall.Layout.of(job.subnet))  # or nothing is built or run
     if not build(job, paths):
         return
     update(paths, status=DeployStatus.DEPLOYING, build_s=round(time.monotonic() - began, 2))
@@ -251,16 +294,17 @@ def deploy(job: Job, paths: Paths) -> None:
             fail(paths, "superseded", error=f"revision {newer} was started before this one ran")
             podman("rmi", "-f", image_of(job.slug, job.revision))
             return
+        network = ensure_network(firewall.Layout.of(job.subnet), job.group)
         previous = park(job.slug)
         try:
-            failure = run(job, paths) or wait_healthy(job, paths)
+            failure = run(job, paths, network) or wait_healthy(job, paths, network)
         except BaseException:
-            unpark(job, previous)
+            unpark(job, network, previous)
             raise
         if failure is None:
             podman("rm", "-f", "-t", "0", spare_of(job.slug))
         else:
-            unpark(job, previous)
+            unpark(job, network, previous)
             fail(paths, "run", **failure)
     prune(job, previous if failure else job.revision)
 

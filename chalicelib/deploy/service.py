@@ -27,7 +27,8 @@ from chalicelib.deploy.records import changed_meanwhile
 from chalicelib.deploy.store import Deployment, DeploymentStore
 from chalicelib.deploy.uploads import Uploads
 from chalicelib.outbox import Outbox
-from chalicelib.tiers import Tier
+from chalicelib.tiers import Tier, lowest_deploying_tier
+from chalicelib.upgrades import deploy_refusal, more_of, or_more
 
 log = logging.getLogger(__name__)
 
@@ -293,24 +294,34 @@ class DeployService:
         return app
 
     def _require_slots(self, caller: Caller) -> None:
-        if caller.tier.deploys.apps <= 0:
-            raise errors.DeployRequiresPaidTierError(
-                f"Deploys need Hobby or above; this caller is on {caller.tier.name}.",
-                agent_action="Tell the user deploys need a paid tier: claim the resources "
-                "and upgrade the team at "
-                f"{self._settings.public_base_url}/dashboard, then retry.",
-            )
+        if caller.tier.deploys.apps > 0:
+            return
+        target = lowest_deploying_tier(self._settings.tiers)
+        needed = f"{target.name} or above" if target else "a tier no plan of this installation has"
+        raise errors.DeployRequiresPaidTierError(
+            f"Deploys need {needed}; this caller is on {caller.tier.name}.",
+            agent_action=deploy_refusal(self._settings, caller.tier, caller.email, caller.owner),
+        )
 
     def _cap_error(self, caller: Caller) -> errors.ApiError:
         cap = caller.tier.deploys.apps
         return errors.ResourceLimitReachedError(
             f"The {caller.tier.name} tier runs {cap} app(s) at a time.",
-            agent_action="Tell the user to delete an app, redeploy an existing one "
-            "(redeploy=true with its name), or upgrade the team for more.",
+            agent_action=app_cap_action(self._settings, caller.tier, caller.email, caller.owner),
         )
 
     def _bucket(self) -> str:
         return self._settings.deploy.bucket
+
+
+def app_cap_action(settings: Settings, tier: Tier, email: str, owner: str) -> str:
+    """What a team at its app cap can do: free a slot, or move to a tier with more."""
+    start = (
+        f"Tell the user the {tier.name} tier's app slots are all taken (a stack takes one): "
+        f"DELETE {settings.public_base_url}/api/v1/deployments/<id> frees one"
+    )
+    bigger = more_of(settings.tiers, tier, lambda t: t.deploys.apps)
+    return or_more(settings, start, bigger, owner, email)
 
 
 def _subject(app: Deployment) -> deletion.Subject:

@@ -34,6 +34,7 @@ from chalicelib.deploy.contexts import ContextStore
 from chalicelib.deploy.env import check_size, valid_env
 from chalicelib.deploy.manifest import SERVICE_REF, Manifest
 from chalicelib.deploy.records import changed_meanwhile
+from chalicelib.deploy.service import app_cap_action
 from chalicelib.deploy.stack_store import ServiceState, Stack, StackEnv, StackStore
 from chalicelib.outbox import Outbox
 from chalicelib.tiers import Tier, get_tier
@@ -138,7 +139,7 @@ class StackService:
             raise errors.ResourceLimitReachedError(
                 f"The {caller.tier.name} tier runs {caller.tier.deploys.apps} app(s) at a time "
                 "(a stack counts as one).",
-                agent_action="Tell the user to delete an app or stack, or upgrade the team.",
+                agent_action=app_cap_action(self._settings, caller.tier, "", caller.owner),
             )
         try:
             self._start_all(stack)

@@ -48,4 +48,25 @@ def capabilities() -> dict[str, Any]:
             name: {kind.value: lim.max_resources for kind, lim in tier.kinds.items()}
             for name, tier in tiers.items()
         },
+        "deploy_base_images": _base_images(get_settings().deploy.backend),
+    }
+
+
+def _base_images(backend: str) -> dict[str, Any]:
+    """What a deploy's Dockerfile may start FROM on this installation's deploy backend."""
+    if backend != "local":
+        return {
+            "backend": backend,
+            "images": None,
+            "note": "Any image the cluster's registry serves (public images such as "
+            "python:3.12-slim or node:20-alpine unless the operator restricts them).",
+        }
+    from chalicelib.deploy.baseimage import available
+
+    return {
+        "backend": backend,
+        "images": [image.as_json() for image in available()],
+        "note": "No image registry is reachable: FROM must name one of these (built on this "
+        "machine from Debian packages; one that is not built yet is built by the first deploy "
+        "using it, which adds about a minute), or an earlier stage of the same Dockerfile.",
     }

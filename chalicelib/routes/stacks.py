@@ -116,17 +116,25 @@ def _take_uncounted_slot(owner: str) -> None:
     from chalicelib.config import get_settings
     from chalicelib.deps import get_dynamo
     from chalicelib.store import ResourceStore
+    from chalicelib.tiers import lowest_deploying_tier
+    from chalicelib.upgrades import or_more
 
     now = int(time.time())
     key = f"stacks#{owner}#{now // 86400}"
-    if not ResourceStore(get_dynamo(), get_settings()).take_slot(
+    settings = get_settings()
+    if not ResourceStore(get_dynamo(), settings).take_slot(
         key, UNCOUNTED_STACKS_PER_DAY, now + 2 * 86400
     ):
         wait = 86400 - now % 86400
         raise errors.RateLimitedError(
-            f"{UNCOUNTED_STACKS_PER_DAY} stacks a day without a paid tier; this one is over.",
-            agent_action="Tell the user to claim and upgrade to run more stacks, or retry after "
-            "midnight UTC.",
+            f"{UNCOUNTED_STACKS_PER_DAY} stacks a day without app slots; this one is over.",
+            agent_action=or_more(
+                settings,
+                f"Tell the user this made its {UNCOUNTED_STACKS_PER_DAY} stacks for today: retry "
+                f"POST {settings.public_base_url}/stacks/new after midnight UTC",
+                lowest_deploying_tier(settings.tiers),
+                owner,
+            ),
             headers={"Retry-After": str(wait)},
             retry_after_seconds=wait,
         )

@@ -151,13 +151,23 @@ def _provider() -> StorageProvider:
 
 def _remaining_bytes(provider: StorageProvider, backend: Backend, resource: Resource) -> int:
     """Bytes the resource may still upload; StorageQuotaExceededError when none."""
-    limit = all_tiers()[resource.tier].limits(Kind.STORAGE).storage_bytes
+    from chalicelib.upgrades import more_of, or_more
+
+    tiers = all_tiers()
+    tier = tiers[resource.tier]
+    limit = tier.limits(Kind.STORAGE).storage_bytes
     used = provider.usage(backend, resource.ref)
     if used >= limit:
+        bigger = more_of(tiers, tier, lambda t: t.limits(Kind.STORAGE).storage_mb)
         raise errors.StorageQuotaExceededError(
             f"This storage prefix holds {used} bytes, its limit is {limit}: uploads are refused.",
-            agent_action="Delete objects you no longer need (presign GET still works), or "
-            "claim the resource to upgrade its tier, then retry the upload.",
+            agent_action=or_more(
+                get_settings(),
+                "Tell the user this storage resource is full: delete objects it no longer "
+                "needs (presign GET still works) and retry the upload",
+                bigger,
+                resource.owner,
+            ),
             used_bytes=used,
             limit_bytes=limit,
         )

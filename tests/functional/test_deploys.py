@@ -22,7 +22,7 @@ from requests_toolbelt.multipart.encoder import MultipartEncoder
 from chalicelib import deps
 from chalicelib.jobs.deploys import poll_deploys, reap_deploys
 from devstack.stack import Stack
-from tests.functional.accounts_fixtures import Reply, api_key, call, made, sign_in
+from tests.functional.accounts_fixtures import Reply, api_key, call, made, new_email, sign_in
 
 BASE = "localhost/instanode/busybox:latest"
 HTTPD = '["httpd", "-f", "-p", "8080", "-h", "/www"]'
@@ -195,6 +195,48 @@ def test_deploy_needs_a_paid_tier(client: Client, stack: Stack) -> None:
     assert deploy(client, upgrade_jwt, site("x")).error == (402, "deploy_requires_paid_tier")
     free = sign_in(client, stack)
     assert deploy(client, free, site("x")).error == (402, "deploy_requires_paid_tier")
+
+
+def test_deploy_refusal_names_stacks_and_the_operator_without_billing(
+    client: Client, stack: Stack
+) -> None:
+    """The default table (free: no apps), no checkout: the 402 names what works here."""
+    base = deps.get_settings().public_base_url
+    email = new_email()
+    refused = deploy(client, sign_in(client, stack, email), site("x"))
+    assert refused.error == (402, "deploy_requires_paid_tier")
+    action = refused.body["agent_action"]
+    assert action.startswith("Tell the user") and len(action) < 280
+    assert f"POST {base}/stacks/new" in action and "6h" in action
+    assert f"python -m chalicelib.admin set-tier --email {email} --tier hobby" in action
+    assert "/dashboard" not in action
+
+
+def test_deploy_refusal_names_the_checkout_when_billing_is_configured(
+    client: Client, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the local stack already has the webhook secret and plans; a checkout page completes it
+    monkeypatch.setenv("INSTANODE_BILLING_URL", "https://billing.example.com/checkout")
+    deps.reset()
+    refused = deploy(client, sign_in(client, stack), site("x"))
+    assert refused.error == (402, "deploy_requires_paid_tier")
+    action = refused.body["agent_action"]
+    assert "upgrade the team to hobby at https://billing.example.com/checkout" in action
+    assert f"{deps.get_settings().public_base_url}/stacks/new" in action
+    assert "set-tier" not in action and "/dashboard" not in action
+
+
+def test_deploy_by_a_free_team_passes_the_tier_check_with_an_override(
+    client: Client, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the operator's override a free team gets past the tier check: the same request
+    then stops at the next check (a bad ttl_policy, so nothing is built)."""
+    free = sign_in(client, stack)
+    assert deploy(client, free, site("x"), ttl_policy="bogus").error[0] == 402
+    monkeypatch.setenv("INSTANODE_PLANS_OVERRIDES", json.dumps({"free": {"deploys": {"apps": 1}}}))
+    deps.reset()
+    assert deps.get_settings().tiers["free"].deploys.apps == 1
+    assert deploy(client, free, site("x"), ttl_policy="bogus").error == (400, "bad_request")
 
 
 def test_deploy_without_credentials_is_unauthorized(client: Client) -> None:

@@ -29,6 +29,7 @@ from chalicelib.deploy import manifests as m
 from chalicelib.deploy.backend import BuildSpec, DeployStatus, Observed, PodLimits
 from chalicelib.deploy.classify import classify_build, classify_runtime
 from chalicelib.deploy.kube import KubeBackend
+from chalicelib.deploy.kube_policies import BUILDS_POLICY
 
 NS = "apps-test"
 NOW = 1_750_000_000
@@ -469,8 +470,9 @@ def test_remove_deletes_everything_and_twice_is_fine(
 
     backend.remove(SPEC.slug)
 
-    for resource in (DEPLOYMENTS, SERVICES, INGRESSES, NETWORK_POLICIES):
+    for resource in (DEPLOYMENTS, SERVICES, INGRESSES):
         assert cluster.names(resource) == []
+    assert cluster.names(NETWORK_POLICIES) == [BUILDS_POLICY]  # the other app's build needs it
     assert cluster.names(JOBS) == ["other-app-1111-build-1"]
     assert cluster.names(SECRETS) == ["other-app-1111-env-1"]
     backend.remove(SPEC.slug)
@@ -540,7 +542,7 @@ def test_public_app_admits_only_the_ingress_controller(
 ) -> None:
     deploy_healthy(backend, cluster, SPEC)
 
-    assert cluster.names(NETWORK_POLICIES) == ["expense-tracker-7f3a"]
+    assert cluster.names(NETWORK_POLICIES) == ["expense-tracker-7f3a", BUILDS_POLICY]
     assert admitted(cluster, SPEC) == [FROM_INGRESS]
     dep = cluster.get(DEPLOYMENTS, "expense-tracker-7f3a")
     assert dep is not None and m.STACK not in dep["spec"]["template"]["metadata"]["labels"]
@@ -579,10 +581,28 @@ def test_remove_deletes_the_policies_of_that_app_only(
         deploy_healthy(backend, cluster, spec)
 
     backend.remove(API.slug)
-    assert cluster.names(NETWORK_POLICIES) == ["shop-a1b2c3-web"]
+    assert cluster.names(NETWORK_POLICIES) == [BUILDS_POLICY, "shop-a1b2c3-web"]
     backend.remove(API.slug)
     backend.remove(WEB.slug)
-    assert cluster.names(NETWORK_POLICIES) == []
+    assert cluster.names(NETWORK_POLICIES) == [BUILDS_POLICY]  # the namespace's, for every build
+
+
+def test_start_guards_every_build_pod_before_the_first_job(
+    backend: KubeBackend, cluster: ClusterThread
+) -> None:
+    backend.start(SPEC)
+
+    policy = cluster.get(NETWORK_POLICIES, BUILDS_POLICY)
+    assert policy is not None
+    job = cluster.get(JOBS, m.job_name(SPEC.slug, SPEC.revision))
+    assert job is not None
+    pod_labels = job["spec"]["template"]["metadata"]["labels"]
+    selected = policy["spec"]["podSelector"]["matchLabels"]
+    assert selected.items() <= pod_labels.items()  # the build's pod is what it guards
+    assert policy["spec"]["ingress"] == []
+    assert policy["spec"]["egress"][1]["to"][0]["ipBlock"]["except"] == list(
+        backend._settings.kube_build_egress_except
+    )
 
 
 def container_status(

@@ -23,7 +23,7 @@ from chalicelib.config import DeploySettings
 from chalicelib.deploy.backend import BuildSpec, DeployStatus, Observed, PodLimits
 from chalicelib.deploy.baseimage import BUSYBOX_IMAGE, ensure_busybox_image
 from chalicelib.deploy.local import LocalBackend
-from chalicelib.deploy.podman import bridge_gateway, container_of, image_of, spare_of
+from chalicelib.deploy.podman import container_of, image_of, inspect_network, network_of, spare_of
 
 BUCKET = "deploys"
 HTTPD = 'CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]'
@@ -51,7 +51,7 @@ FETCH_CGI = """#!/bin/sh
 echo "Content-Type: text/plain"
 echo ""
 hostport=${API_URL#http://}
-printf 'GET / HTTP/1.0\\r\\nHost: api\\r\\n\\r\\n' | nc "${hostport%:*}" "${hostport##*:}" 2>&1
+printf 'GET / HTTP/1.0\\r\\nHost: api\\r\\n\\r\\n' | nc -w 5 "${hostport%:*}" "${hostport##*:}" 2>&1
 """
 
 
@@ -84,6 +84,7 @@ class Deployer:
         data: bytes,
         env: dict[str, str] | None = None,
         public: bool = True,
+        group: str | None = None,
     ) -> None:
         key = f"deploys/app_{slug}/{revision}.tar.gz"
         self.contexts[(BUCKET, key)] = data
@@ -98,6 +99,7 @@ class Deployer:
             limits=PodLimits(cpu_millis=500, memory_mb=64),
             env=env or {},
             public=public,
+            group=group,
         )
         self.backend.start(spec)
 
@@ -273,13 +275,14 @@ def test_an_older_revision_built_late_does_not_replace_a_newer_one(deployer: Dep
     assert requests.get(f"http://127.0.0.1:{deployer.port(slug)}/", timeout=5).text == "new"
 
 
-def test_an_app_reaches_another_at_its_internal_url(deployer: Deployer) -> None:
-    api, web, body = new_slug(), new_slug(), f"api-body-{secrets.token_hex(4)}"
-    deployer.start(api, 1, site(body))
+def test_an_app_reaches_another_of_its_group_at_its_internal_url(deployer: Deployer) -> None:
+    group, api, web = new_slug(), new_slug(), new_slug()
+    body = f"api-body-{secrets.token_hex(4)}"
+    deployer.start(api, 1, site(body), group=group)
     assert (o := deployer.wait(api, 1)).status == DeployStatus.HEALTHY, o
     internal = deployer.backend.internal_url_of(api)
 
-    deployer.start(web, 1, fetcher(), env={"API_URL": internal})
+    deployer.start(web, 1, fetcher(), env={"API_URL": internal}, group=group)
 
     observed = deployer.wait(web, 1)
     assert observed.status == DeployStatus.HEALTHY, observed
@@ -288,15 +291,40 @@ def test_an_app_reaches_another_at_its_internal_url(deployer: Deployer) -> None:
     assert "200 OK" in fetched and body in fetched, fetched
 
 
-def test_a_private_app_answers_other_apps_but_not_on_loopback(deployer: Deployer) -> None:
-    if bridge_gateway() is None:
-        pytest.skip("rootless podman has no bridge: a private app falls back to loopback")
-    api, web, body = new_slug(), new_slug(), f"private-body-{secrets.token_hex(4)}"
-    deployer.start(api, 1, site(body), public=False)
-    assert deployer.wait(api, 1).status == DeployStatus.HEALTHY  # checked at the bridge address
+def test_an_app_cannot_reach_another_groups_app(deployer: Deployer) -> None:
+    api, web, body = new_slug(), new_slug(), f"api-body-{secrets.token_hex(4)}"
+    deployer.start(api, 1, site(body))
+    assert (o := deployer.wait(api, 1)).status == DeployStatus.HEALTHY, o
+    api_url = deployer.backend.internal_url_of(api)
+    gateway = network_gateway(api)  # another network's gateway, where api is published
+
+    deployer.start(web, 1, fetcher(), env={"API_URL": f"http://{gateway}:{deployer.port(api)}"})
+
+    assert (o := deployer.wait(web, 1)).status == DeployStatus.HEALTHY, o
+    assert body in deployer.get(api)  # api serves (from the host)
+    fetched = deployer.get(web, "/cgi-bin/api")
+    assert "200 OK" not in fetched and body not in fetched, fetched
+    other = new_slug()  # nor at the internal URL, in its own network: no api there either
+    deployer.start(other, 1, fetcher(), env={"API_URL": api_url})
+    assert (o := deployer.wait(other, 1)).status == DeployStatus.HEALTHY, o
+    fetched = deployer.get(other, "/cgi-bin/api")
+    assert "200 OK" not in fetched and body not in fetched, fetched
+
+
+def network_gateway(slug: str) -> str:
+    network = inspect_network(network_of(slug))
+    assert network is not None, f"{slug} has no network"
+    return network.gateway
+
+
+def test_a_private_app_answers_its_group_but_not_on_loopback(deployer: Deployer) -> None:
+    group, api, web = new_slug(), new_slug(), new_slug()
+    body = f"private-body-{secrets.token_hex(4)}"
+    deployer.start(api, 1, site(body), public=False, group=group)
+    assert deployer.wait(api, 1).status == DeployStatus.HEALTHY  # checked at the gateway
     internal = deployer.backend.internal_url_of(api)
 
-    deployer.start(web, 1, fetcher(), env={"API_URL": internal})
+    deployer.start(web, 1, fetcher(), env={"API_URL": internal}, group=group)
 
     assert (o := deployer.wait(web, 1)).status == DeployStatus.HEALTHY, o
     fetched = deployer.get(web, "/cgi-bin/api")

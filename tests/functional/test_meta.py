@@ -50,6 +50,19 @@ def test_capabilities_serves_the_tier_table(client: Client) -> None:
     assert body["resource_count_limit"]["pro"]["postgres"] == 5
 
 
+def test_capabilities_shows_the_operators_overrides(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    overrides = {"free": {"deploys": {"apps": 1}, "kinds": {"postgres": {"max_resources": 3}}}}
+    monkeypatch.setenv("INSTANODE_PLANS_OVERRIDES", json.dumps(overrides))
+    deps.reset()
+    body = client.http.get("/api/v1/capabilities").json_body
+    assert body["tiers"]["free"]["deploys"]["apps"] == 1
+    assert body["tiers"]["free"]["deploys"]["stack_ttl_hours"] == 6  # the rest: plans.yaml
+    assert body["resource_count_limit"]["free"]["postgres"] == 3
+    assert body["tiers"]["anonymous"]["deploys"]["apps"] == 0
+
+
 def test_openapi_json_is_served_for_this_deployment(
     client: Client, app_env: dict[str, str]
 ) -> None:

@@ -33,10 +33,11 @@ def _presign(api: str, token: str, **body: Any) -> Any:
 
 
 def _admin_s3(stack: Stack) -> Any:
+    """The storage backend's own S3 (the S3-only server, not the platform's moto)."""
     env = stack.env()
     return boto3.client(
         "s3",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
+        endpoint_url=json.loads(env["INSTANODE_STORAGE_BACKENDS"])[0]["admin_url"],
         region_name=env["AWS_DEFAULT_REGION"],
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],

@@ -229,6 +229,21 @@ def test_classify_build_recognises_reason(log: list[str], reason: str) -> None:
 def test_classify_build_hint_for_base_image_names_from() -> None:
     hint = classify_build(BUILDAH_PULL_DNS, 125, AT).hint
     assert hint.startswith("The base image could not be pulled; check the image name and tag")
+    assert "public image" in hint  # a registry (Kubernetes) serves public images
+
+
+def test_classify_build_hint_lists_the_base_images_a_backend_without_registry_has() -> None:
+    offered = ["python:3.11-slim", "node:18-slim", "debian:bookworm-slim"]
+    event = classify_build(BUILDAH_PULL_DNS, 125, AT, base_images=offered)
+    assert event.reason == "BaseImagePullFailed"
+    assert event.hint.startswith("The base image could not be pulled; check the image name")
+    assert "(python:3.11-slim, node:18-slim, debian:bookworm-slim)" in event.hint
+    assert "public image" not in event.hint and "node:20" not in event.hint
+
+
+def test_classify_build_lists_base_images_only_for_a_failed_pull() -> None:
+    plain = classify_build(BUILDAH_PIP, 1, AT)
+    assert classify_build(BUILDAH_PIP, 1, AT, base_images=["python:3.11-slim"]) == plain
 
 
 def test_classify_build_message_quotes_first_matching_line() -> None:

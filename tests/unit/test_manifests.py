@@ -14,6 +14,8 @@ import pytest
 from chalicelib.config import DeploySettings
 from chalicelib.deploy import manifests as m
 from chalicelib.deploy.backend import BuildSpec, PodLimits
+from chalicelib.deploy.kube_policies import build_network_policy
+from chalicelib.errors import ConfigError
 
 SETTINGS = DeploySettings(
     backend="kubernetes",
@@ -295,3 +297,31 @@ def test_network_policy_of_a_private_stack_service_admits_its_stack_only() -> No
 def test_network_policy_of_a_private_app_without_a_stack_admits_nothing() -> None:
     private = BuildSpec(**{**SPEC.__dict__, "public": False})
     assert m.network_policy(private, SETTINGS)["spec"]["ingress"] == []
+
+
+def test_build_network_policy_validates_and_guards_build_pods_only() -> None:
+    policy = build_network_policy(SETTINGS)
+    kubernetes_validate.validate(policy, "1.30", strict=True)
+    selected = policy["spec"]["podSelector"]["matchLabels"].items()
+    build_pod = m.build_job(SPEC, SETTINGS)["spec"]["template"]["metadata"]["labels"]
+    app_pod = m.deployment(SPEC, SETTINGS)["spec"]["template"]["metadata"]["labels"]
+    assert selected <= build_pod.items() and not selected <= app_pod.items()
+
+
+def test_build_network_policy_admits_nothing_and_lets_out_dns_and_public_addresses() -> None:
+    spec = build_network_policy(SETTINGS)["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"] and spec["ingress"] == []
+    dns, outside = spec["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    block = outside["to"][0]["ipBlock"]
+    assert block["cidr"] == "0.0.0.0/0" and "ports" not in outside
+    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(
+        block["except"]
+    )
+
+
+def test_build_egress_except_is_the_operators_list() -> None:
+    env = {"INSTANODE_KUBE_BUILD_EGRESS_EXCEPT": "10.0.0.0/8, 169.254.0.0/16"}
+    assert DeploySettings.from_env(env).kube_build_egress_except == ("10.0.0.0/8", "169.254.0.0/16")
+    with pytest.raises(ConfigError, match="INSTANODE_KUBE_BUILD_EGRESS_EXCEPT"):
+        DeploySettings.from_env({"INSTANODE_KUBE_BUILD_EGRESS_EXCEPT": "10.0.0.0/8,nope"})
