@@ -10,8 +10,9 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 SYSTEM_BINARIES := /usr/bin/redis-server /usr/sbin/nats-server
 
 # Podman, buildah, runc and a static busybox: the local deploy backend builds and runs apps with them;
-# mmdebstrap makes its base images (python, node, debian) from Debian packages, with no registry.
-CONTAINER_BINARIES := /usr/bin/podman /usr/bin/buildah /usr/sbin/runc /bin/busybox /usr/bin/mmdebstrap
+# mmdebstrap makes its base images (python, node, debian) from Debian packages, with no registry;
+# iptables holds the firewall that contains builds and apps (chalicelib/deploy/firewall.py).
+CONTAINER_BINARIES := /usr/bin/podman /usr/bin/buildah /usr/sbin/runc /bin/busybox /usr/bin/mmdebstrap /usr/sbin/iptables
 
 $(STAMP): requirements.txt requirements-dev.txt | $(SYSTEM_BINARIES) $(CONTAINER_BINARIES)
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-venv; }
@@ -24,7 +25,7 @@ $(SYSTEM_BINARIES):
 	apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server nats-server
 
 $(CONTAINER_BINARIES):
-	apt-get update -qq && apt-get install -y -qq --no-install-recommends podman buildah runc busybox-static mmdebstrap
+	apt-get update -qq && apt-get install -y -qq --no-install-recommends podman buildah runc busybox-static mmdebstrap iptables
 
 # Debian's Chromium and its driver: the browser tier (tests/browser) drives the HTML pages.
 BROWSER_BINARIES := /usr/bin/chromium /usr/bin/chromedriver
