@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from chalicelib.accounts import FREE_TIER
 from chalicelib.config import Settings
 from chalicelib.tiers import ANONYMOUS, Tier, lowest_deploying_tier
 
@@ -30,12 +31,15 @@ def reach(settings: Settings, target: Tier, owner: str, email: str = "") -> list
     """Ways to say how ``owner`` (a team, or an anonymous network, which must claim first) gets
     onto ``target``, most readable first (``fitting`` picks one that fits)."""
     if not owner.startswith("team:"):
+        claim = "claim via the resource's 'upgrade' link"
+        if target.name == FREE_TIER:  # what a claim gives
+            return [f"{claim} (a {FREE_TIER} team has it here)"]
         how = (
             f"upgrade the team at {settings.billing_url}"
             if settings.billing_configured
             else f"ask the operator of this installation for the {target.name} tier"
         )
-        return [f"claim via the resource's 'upgrade' link, then {how}"]
+        return [f"{claim}, then {how}"]
     team = owner.removeprefix("team:")
     whos = ([f"--email {email}"] if email else []) + [f"--team {team}", "--email <email>"]
     return [upgrade_step(settings, target.name, who) for who in whos]

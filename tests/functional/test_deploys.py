@@ -239,6 +239,20 @@ def test_deploy_by_a_free_team_passes_the_tier_check_with_an_override(
     assert deploy(client, free, site("x"), ttl_policy="bogus").error == (400, "bad_request")
 
 
+def test_deploy_refusal_tells_an_anonymous_caller_a_claim_is_enough_when_free_deploys(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """make run's choice (free teams run an app): claiming is the whole way there."""
+    monkeypatch.setenv("INSTANODE_PLANS_OVERRIDES", json.dumps({"free": {"deploys": {"apps": 1}}}))
+    deps.reset()
+    upgrade_jwt = made(client, "/webhook/new")["upgrade_jwt"]  # an anonymous resource's
+    refused = deploy(client, upgrade_jwt, site("x"))
+    assert refused.error == (402, "deploy_requires_paid_tier")
+    action = refused.body["agent_action"]
+    assert "claim via the resource's 'upgrade' link (a free team has it here)" in action
+    assert "operator" not in action and "/dashboard" not in action
+
+
 def test_deploy_without_credentials_is_unauthorized(client: Client) -> None:
     form = MultipartEncoder(fields={"name": "x", "tarball": ("a.tgz", site("x"), "a/b")})
     reply = call(client, "POST", "/deploy/new", form.to_string(), Content_Type=form.content_type)
