@@ -38,6 +38,7 @@ def stack() -> Iterator[Stack]:
     started = stack.up()
     stack.reset()  # every run starts from empty tables and servers, however often it runs
     yield stack
+    stack.remove_apps()  # what a test deployed through the API and did not delete itself
     stack.down(started)
 
 
