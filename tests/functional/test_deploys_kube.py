@@ -19,6 +19,7 @@ from chalice.test import Client
 from chalicelib import deps
 from chalicelib.deploy import manifests as m
 from chalicelib.deploy.backend import DeployStatus
+from chalicelib.deploy.kube_policies import BUILDS_POLICY
 from chalicelib.jobs.deploys import reap_deploys
 from devstack.stack import Stack
 from tests.functional.accounts_fixtures import call, sign_in
@@ -90,8 +91,11 @@ def healthy_app(
 
 
 def cluster_objects(cluster: ClusterThread) -> dict[str, list[str]]:
-    """The names of every object of the kinds an app has, in the whole namespace."""
-    return {kind: cluster.names(kind) for kind in APP_KINDS}
+    """The names of every object of the kinds an app has, in the whole namespace, but the
+    NetworkPolicy every build pod shares (the namespace's: it outlives any app)."""
+    found = {kind: cluster.names(kind) for kind in APP_KINDS}
+    found[NETWORK_POLICIES] = [n for n in found[NETWORK_POLICIES] if n != BUILDS_POLICY]
+    return found
 
 
 def objects_of_one_app(slug: str) -> dict[str, list[str]]:
@@ -251,7 +255,7 @@ def test_stack_services_admit_each_other_and_deleting_the_stack_removes_everythi
 
     stack_pods = {"podSelector": {"matchLabels": m.group_selector(slug)}}
     admitted = {}
-    for name in cluster.names(NETWORK_POLICIES):
+    for name in cluster_objects(cluster)[NETWORK_POLICIES]:
         policy = cluster.get(NETWORK_POLICIES, name)
         assert policy is not None
         admitted[name] = [rule["from"] for rule in policy["spec"]["ingress"]]
