@@ -3,7 +3,9 @@ Postgres backing store, a FastAPI app on top, deployed to a public URL". /db/new
 built FROM python:3.11-slim with `RUN pip install` (the locally made base image, the package
 registry reached from a contained build), given the database's internal_url, deployed as an
 anonymous stack and as a paid team's /deploy/new; its rows are then read with the database's
-connection_url. And an Express app FROM node:18-slim (`npm install`) on its /cache/new Redis."""
+connection_url. An Express app FROM node:18-slim (`npm install`) on its /cache/new Redis. And
+one app that uses the internal_url of every data kind (postgres, vector, redis, mongodb, nats)
+with its real client from inside its container."""
 
 from __future__ import annotations
 
@@ -240,3 +242,130 @@ def test_an_express_app_keeps_its_notes_in_its_cache(api: str) -> None:
         host=parts.hostname, port=parts.port, username=parts.username, password=parts.password
     )
     assert mine.lrange(f"{cache['key_prefix']}notes", 0, -1) == [b"buy milk"]
+
+
+EVERY_KIND = """
+import asyncio, json, os, tempfile
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from urllib.parse import urlsplit
+
+import nats, pg8000.native, pymongo, redis
+
+
+def postgres(name):
+    u = urlsplit(os.environ[name])
+    conn = pg8000.native.Connection(user=u.username, password=u.password, host=u.hostname,
+                                    port=u.port, database=u.path[1:])
+    try:
+        return conn.run("SELECT 1")[0][0] == 1
+    finally:
+        conn.close()
+
+
+def vector():
+    u = urlsplit(os.environ["VECTOR_URL"])
+    conn = pg8000.native.Connection(user=u.username, password=u.password, host=u.hostname,
+                                    port=u.port, database=u.path[1:])
+    try:
+        return conn.run("SELECT '[3,4]'::vector <-> '[0,0]'::vector")[0][0] == 5
+    finally:
+        conn.close()
+
+
+def cache():
+    r = redis.Redis.from_url(os.environ["REDIS_URL"])
+    r.set(os.environ["KEY_PREFIX"] + "k", "v")
+    return r.get(os.environ["KEY_PREFIX"] + "k") == b"v"
+
+
+def mongo():
+    client = pymongo.MongoClient(os.environ["MONGO_URL"], serverSelectionTimeoutMS=5000)
+    db = client.get_default_database()
+    db.things.insert_one({"n": 1})
+    return db.things.find_one({"n": 1}) is not None
+
+
+def queue():
+    async def go():
+        with tempfile.NamedTemporaryFile("w", suffix=".creds", delete=False) as f:
+            f.write(os.environ["NATS_CREDS"])
+        nc = await nats.connect(os.environ["NATS_URL"], user_credentials=f.name, connect_timeout=5)
+        await nc.publish(os.environ["SUBJECT_PREFIX"] + "hello", b"hi")
+        await nc.flush(timeout=5)
+        await nc.close()
+        return True
+    return asyncio.run(go())
+
+
+CHECKS = {"postgres": lambda: postgres("DATABASE_URL"), "vector": vector, "redis": cache,
+          "mongodb": mongo, "nats": queue}
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        results = {}
+        for kind, check in CHECKS.items():
+            try:
+                results[kind] = "ok" if check() else "wrong answer"
+            except Exception as exc:
+                results[kind] = f"{type(exc).__name__}: {exc}"
+        body = json.dumps(results).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+HTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
+"""
+
+EVERY_KIND_DOCKERFILE = """FROM python:3.11-slim
+RUN pip install --no-cache-dir pg8000 redis pymongo nats-py nkeys
+COPY kinds.py /kinds.py
+CMD ["python3", "/kinds.py"]
+"""
+
+
+def test_every_kinds_internal_url_answers_from_inside_a_deployed_app(api: str) -> None:
+    ip = fresh_ip()
+    made = {
+        path: requests.post(
+            f"{api}{path}", json={"name": "kinds"}, headers={"X-Forwarded-For": ip}, timeout=30
+        ).json()
+        for path in ("/db/new", "/vector/new", "/cache/new", "/nosql/new", "/queue/new")
+    }
+    queue = made["/queue/new"]
+    env = {
+        "DATABASE_URL": made["/db/new"]["internal_url"],
+        "VECTOR_URL": made["/vector/new"]["internal_url"],
+        "REDIS_URL": made["/cache/new"]["internal_url"],
+        "KEY_PREFIX": made["/cache/new"]["key_prefix"],
+        "MONGO_URL": made["/nosql/new"]["internal_url"],
+        "NATS_URL": queue["internal_url"],
+        "NATS_CREDS": queue["credentials"]["creds_file"],
+        "SUBJECT_PREFIX": queue["subject_prefix"],
+    }
+    manifest = "services:\n  kinds:\n    port: 8080\n    env:\n"
+    manifest += "".join(f"      {k}: {json.dumps(v)}\n" for k, v in env.items())
+    files = {
+        "instant.yaml": ("instant.yaml", manifest, "application/yaml"),
+        "kinds": (
+            "kinds.tar.gz",
+            tarball(Dockerfile=EVERY_KIND_DOCKERFILE, **{"kinds.py": EVERY_KIND}),
+        ),
+    }
+    started = requests.post(
+        f"{api}/stacks/new",
+        data={"name": "kinds"},
+        files=files,
+        headers={"X-Forwarded-For": fresh_ip()},  # five provisions were that network's day
+        timeout=60,
+    )
+    assert started.status_code == 202, started.text
+    slug = started.json()["slug"]
+
+    url = wait(lambda: requests.get(f"{api}/api/v1/stacks/{slug}", timeout=30).json())["stack_url"]
+
+    assert use(url).json() == dict.fromkeys(
+        ["postgres", "vector", "redis", "mongodb", "nats"], "ok"
+    )
