@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench.meters import DynamoMeter, main_on_stack, stats_of
 from devstack.stack import ROOT, Stack
@@ -49,7 +50,7 @@ def run(stack: Stack, n: int, rebuild_base: bool = False) -> int:
     from chalicelib import deps
     from chalicelib.deploy.baseimage import ensure_base_image, ensure_busybox_image
     from tests.functional.accounts_fixtures import call, sign_in
-    from tests.functional.test_deploys import deploy, get_app, site
+    from tests.functional.test_deploys import deploy, site
 
     deps.reset()
     ensure_busybox_image()
@@ -89,7 +90,7 @@ def run(stack: Stack, n: int, rebuild_base: bool = False) -> int:
         samples["to healthy"].append((time.perf_counter() - t1) * 1000)
         t2 = time.perf_counter()
         deploy(client, token, site(v2), name=f"bench-{i}", redeploy="true")
-        _until(_serves, get_app, url, v2)
+        _until(_serves, url, v2)
         samples["redeploy"].append((time.perf_counter() - t2) * 1000)
         fastapi = _fastapi(client, token, i)
         samples["FastAPI to healthy"].append(fastapi[0])
@@ -160,11 +161,19 @@ def _healthy(client: Any, token: str, app_id: str) -> bool:
     return bool(body["status"] == "healthy")
 
 
-def _serves(get_app: Callable[[str], str], url: str, body: str) -> bool:
+def _serves(url: str, body: str) -> bool:
+    """The app at ``url`` answers ``body``. A short timeout: a request that lands while podman
+    sets up the new container's port waits unanswered, and would hide when it serves."""
+    import requests
+
+    parts = urlsplit(url)
     try:
-        return get_app(url) == body
+        got = requests.get(
+            f"http://127.0.0.1:{parts.port}/index.html", headers={"Host": parts.netloc}, timeout=0.5
+        )
     except OSError:
         return False
+    return got.text == body
 
 
 def _until(done: Callable[..., bool], *args: Any) -> None:
