@@ -4,10 +4,11 @@ Everything of an app lives under ``<state_dir>/<slug>/``: ``port`` (its host por
 and kept across redeploys so the URL stays) and one directory per revision holding ``job.json``,
 the build context, ``build.log``, ``status.json`` (written atomically by the worker at each step)
 and, briefly, the 0600 ``env`` file. ``start`` spawns ``chalicelib.deploy.local_worker``, which
-builds with ``buildah bud --isolation chroot`` and runs the image with ``podman --runtime runc``
-published on 127.0.0.1 and on podman's bridge gateway, a private app's on the gateway only
-(``chalicelib.deploy.podman``). A revision that fails to start leaves the previous one serving
-(the worker parks it, then restores it).
+builds with ``buildah bud --isolation oci`` on the build network and runs the image with
+``podman --runtime runc`` on its stack's network, published on 127.0.0.1 and on that network's
+gateway, a private app's on the gateway only (``chalicelib.deploy.podman``); the host firewall
+(``chalicelib.deploy.firewall``) decides what either can reach. A revision that fails to start
+leaves the previous one serving (the worker parks it, then restores it).
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """The detached worker of one local deploy revision:
 ``python -m chalicelib.deploy.local_worker <state_dir>/<slug>/<revision>``.
 
-Its stdout and stderr are the revision's build.log. Steps: extract the context, build the image
-(buildah, chroot isolation), then, under the app's deploy lock, park the serving container (renamed
+Its stdout and stderr are the revision's build.log. Steps: check the host firewall, extract the
+context, build any local base image it names, build the image (buildah, oci isolation, on the
+build network, within the build's limits), then, under the app's deploy lock, park the serving
+container (renamed
 to its spare name and stopped, which frees the host port), run this revision's and wait until
 something answers HTTP on its host port. Healthy: the parked one is removed. Not: this one is
 removed (its logs kept for classification) and the parked one started again, so a bad revision
