@@ -4,11 +4,10 @@
 Its stdout and stderr are the revision's build.log. Steps: check the host firewall, extract the
 context, build any local base image it names, build the image (buildah, oci isolation, on the
 build network, within the build's limits), then, under the app's deploy lock, park the serving
-container (renamed
-to its spare name and stopped, which frees the host port), run this revision's and wait until
-something answers HTTP on its host port. Healthy: the parked one is removed. Not: this one is
-removed (its logs kept for classification) and the parked one started again, so a bad revision
-never leaves the app down. status.json is rewritten at each step.
+container (renamed to its spare name and stopped, which frees the host port), run this revision's
+on its network and wait until something answers HTTP on its host port. Healthy: the parked one
+is removed. Not: this one is removed (its logs kept for classification) and the parked one
+started again, so a bad revision never leaves the app down. status.json is rewritten at each step.
 The app's environment goes to podman in a 0600 env file that is deleted once the container runs:
 values never reach a log or a command line.
 """
