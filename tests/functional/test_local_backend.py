@@ -208,6 +208,23 @@ def test_start_of_a_broken_dockerfile_fails_with_a_build_event(deployer: Deploye
     assert podman("image", "exists", image_of(slug, 1)).returncode != 0
 
 
+def test_a_base_image_neither_here_nor_pullable_fails_naming_the_ones_here(
+    deployer: Deployer,
+) -> None:
+    """No registry answers here: FROM python:3.12-slim (which Debian does not ship, so no
+    image of that name is made) fails at the pull, and the hint lists what this machine has."""
+    slug = new_slug()
+    deployer.start(slug, 1, context("FROM python:3.12-slim\nRUN echo hi\n"))
+
+    observed = deployer.wait(slug, 1)
+
+    assert observed.status == DeployStatus.FAILED
+    (event,) = observed.events
+    assert event.reason == "BaseImagePullFailed", event
+    assert "python:3.11-slim" in event.hint and "localhost/instanode/busybox:latest" in event.hint
+    assert "python:3.12" not in event.hint  # never recommends what just failed
+
+
 def test_start_of_a_cmd_that_exits_fails_at_runtime(deployer: Deployer) -> None:
     slug = new_slug()
     deployer.start(slug, 1, site("x", 'CMD ["sh", "-c", "echo boom-at-start; exit 3"]'))
