@@ -252,22 +252,12 @@ from urllib.parse import urlsplit
 import nats, pg8000.native, pymongo, redis
 
 
-def postgres(name):
+def answer(name, sql):
     u = urlsplit(os.environ[name])
     conn = pg8000.native.Connection(user=u.username, password=u.password, host=u.hostname,
                                     port=u.port, database=u.path[1:])
     try:
-        return conn.run("SELECT 1")[0][0] == 1
-    finally:
-        conn.close()
-
-
-def vector():
-    u = urlsplit(os.environ["VECTOR_URL"])
-    conn = pg8000.native.Connection(user=u.username, password=u.password, host=u.hostname,
-                                    port=u.port, database=u.path[1:])
-    try:
-        return conn.run("SELECT '[3,4]'::vector <-> '[0,0]'::vector")[0][0] == 5
+        return conn.run(sql)[0][0]
     finally:
         conn.close()
 
@@ -297,8 +287,13 @@ def queue():
     return asyncio.run(go())
 
 
-CHECKS = {"postgres": lambda: postgres("DATABASE_URL"), "vector": vector, "redis": cache,
-          "mongodb": mongo, "nats": queue}
+CHECKS = {
+    "postgres": lambda: answer("DATABASE_URL", "SELECT 1") == 1,
+    "vector": lambda: answer("VECTOR_URL", "SELECT '[3,4]'::vector <-> '[0,0]'::vector") == 5,
+    "redis": cache,
+    "mongodb": mongo,
+    "nats": queue,
+}
 
 
 class Handler(BaseHTTPRequestHandler):
