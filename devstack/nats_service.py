@@ -115,14 +115,15 @@ resolver_preload {{
         for leftover in (self.dir / "jwt").glob("*.jwt.deleted"):
             leftover.unlink(missing_ok=True)
 
-    def backend_entry(self, name: str = "nats1") -> dict[str, str]:
-        """One item of the app's ``INSTANODE_NATS_BACKENDS`` JSON list."""
+    def backend_entry(self, name: str = "nats1", internal_host: str = "") -> dict[str, str]:
+        """One item of the app's ``INSTANODE_NATS_BACKENDS`` JSON list (``internal_host``: where
+        deployed apps reach the server, when not at ``url``)."""
         keys = self.keys()
         return {
             "name": name,
             "admin_url": self.url,
             "public_host": self.url,
-            "internal_host": self.url,
+            "internal_host": internal_host or self.url,
             "operator_seed": keys["operator_seed"],
             "system_account": keys["system_account"],
             "system_user_jwt": keys["system_user_jwt"],

@@ -239,7 +239,9 @@ class Stack:
             "INSTANODE_JWT_SECRET": self._secrets["jwt_secret"],
             "INSTANODE_POSTGRES_BACKENDS": json.dumps(backends),
             "INSTANODE_REDIS_BACKENDS": json.dumps([self._redis_backend()]),
-            "INSTANODE_NATS_BACKENDS": json.dumps([self._nats_backend()]),
+            "INSTANODE_NATS_BACKENDS": json.dumps(
+                [self.nats.backend_entry(internal_host=self.internal_host(self.nats.port))]
+            ),
             "INSTANODE_MONGODB_BACKENDS": json.dumps([self._mongo_backend()]),
             "INSTANODE_STORAGE_BACKENDS": json.dumps([self._storage_backend()]),
             # chalice local reports every caller as 127.0.0.1: trust it to forward the real one.
@@ -286,10 +288,6 @@ class Stack:
             "public_host": f"127.0.0.1:{self.redis.port}",
             "internal_host": self.internal_host(self.redis.port),
         }
-
-    def _nats_backend(self) -> dict[str, str]:
-        entry = self.nats.backend_entry()
-        return {**entry, "internal_host": f"nats://{self.internal_host(self.nats.port)}"}
 
     def _load_secrets(self) -> dict[str, str]:
         """Generated once per state dir (a key added later is generated then), kept 0600."""
