@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from chalicelib.deploy.backend import Event
 from chalicelib.deploy.classify_rules import (
@@ -29,18 +29,22 @@ _LISTENING = re.compile(r"(?:https?://)?(127\.0\.0\.1|localhost|0\.0\.0\.0|\[::1
 
 
 def classify_build(
-    log: Sequence[str], exit_code: int | None, at: int, *, base_images: Sequence[str] = ()
+    log: Sequence[str],
+    exit_code: int | None,
+    at: int,
+    *,
+    base_images: Callable[[], Sequence[str]] | None = None,
 ) -> Event:
     """The cause of a failed image build, from its log. ``base_images``: where a backend can
-    only build on the images it has (the local one, without a registry), their names, which
-    a failed pull's hint then lists."""
+    only build on the images it has (the local one, without a registry), what names them, which
+    a failed pull's hint then lists (asked only for a failed pull: it may cost a podman call)."""
     lines = _without_usage(_lines(log))
     code = _exit_code(exit_code, lines)
     found = _first_match(BUILD_RULES, lines, code)
     if found:
         event = _event(found[0], found[1], code, lines, at)
-        if found[0] is BASE_IMAGE_PULL and base_images:
-            return dataclasses.replace(event, hint=base_image_hint(base_images))
+        if found[0] is BASE_IMAGE_PULL and base_images is not None:
+            return dataclasses.replace(event, hint=base_image_hint(base_images()))
         return event
     return Event(
         reason="Unknown",

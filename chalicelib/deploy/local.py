@@ -307,7 +307,7 @@ class LocalBackend:
             )
         from chalicelib.deploy.baseimage import offered_names  # no registry: only these
 
-        return classify_build(lines, record.exit_code, record.at, base_images=offered_names())
+        return classify_build(lines, record.exit_code, record.at, base_images=offered_names)
 
     def logs(self, slug: str, revision: int, since_line: int = 0) -> list[str]:
         paths = self._paths(slug, revision)
