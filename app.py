@@ -79,3 +79,11 @@ def enforce_quotas(event: object) -> dict[str, int]:
     from chalicelib.jobs.quota import run_quota_job
 
     return run_quota_job().as_json()
+
+
+@app.schedule(Rate(15, unit=Rate.MINUTES))
+def reconcile_backends(event: object) -> dict[str, int]:
+    """Remove backend objects (roles, users, accounts, prefixes) that no record knows."""
+    from chalicelib.jobs.reconcile import run_reconciler
+
+    return run_reconciler().as_json()

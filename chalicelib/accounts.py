@@ -6,9 +6,17 @@ device-flow sessions and revoked session ids, all in the ``accounts`` table keye
   apikey#<sha256>     an API key, found by the hash of its secret (the secret is never stored)
   link#<sha256>       a single-use sign-in link (TTL): one follow at a time holds it (a lease),
                       and the follow that finishes deletes it
-  cli#<uuid>          a CLI device-flow session (TTL); clitoken#<uuid> holds its sealed API key
-                      between approval and the CLI's next poll, which takes it (once)
+  cli#<sha256>        a CLI device-flow session (TTL), by the hash of its id: whoever holds the
+                      id takes the API key at the next poll, so the id is never stored;
+                      clitoken#<sha256> holds the sealed API key between approval and that
+                      poll, which takes it (once)
   revoked#<jti>       a logged-out session (TTL: until the session would have expired)
+  outbox#<id>         a mail to send (outbox.py): its body, which may carry a sign-in link,
+                      sealed, and dropped once the mail server took it
+
+No bearer secret is stored in clear: sessions are signed JWTs kept nowhere (a logout stores
+only the ``jti``), and every secret is found by its SHA-256 (high-entropy random secrets need
+no slow hash) or kept sealed (``SEAL_LABEL``) while it waits to be handed over.
 
 GSI ``by_team`` (team_id, created_at) lists a team's users and API keys.
 """
@@ -293,7 +301,7 @@ class AccountStore:
         self._db.put_item(
             self._table,
             {
-                "pk": f"cli#{session.id}",
+                **_cli_key(session.id),
                 "status": session.status,
                 "expires_at": session.expires_at,
                 "ttl": session.expires_at + 3600,
@@ -301,7 +309,7 @@ class AccountStore:
         )
 
     def cli_session(self, session_id: str) -> CliSession | None:
-        item = self._db.get(self._table, {"pk": f"cli#{session_id}"}, consistent=True)
+        item = self._db.get(self._table, _cli_key(session_id), consistent=True)
         if item is None:
             return None
         return CliSession(session_id, item["status"], item["expires_at"])
@@ -316,7 +324,7 @@ class AccountStore:
                 [
                     dynamo.update(
                         self._table,
-                        {"pk": f"cli#{session_id}"},
+                        _cli_key(session_id),
                         "SET #s = :approved",
                         {":approved": "approved", ":pending": "pending", ":now": now},
                         condition="#s = :pending AND expires_at > :now",
@@ -324,7 +332,11 @@ class AccountStore:
                     ),
                     dynamo.put(
                         self._table,
-                        {"pk": f"clitoken#{session_id}", "sealed": sealed_token, "ttl": now + 900},
+                        {
+                            **_cli_key(session_id, "clitoken"),
+                            "sealed": sealed_token,
+                            "ttl": now + 900,
+                        },
                     ),
                     key_item,
                 ]
@@ -339,7 +351,7 @@ class AccountStore:
         attempts = self._db.update_returning(
             dynamo.update(
                 self._table,
-                {"pk": f"cli#{session_id}"},
+                _cli_key(session_id),
                 "ADD attempts :one",
                 {":one": 1, ":max": max_attempts, ":pending": "pending", ":now": now},
                 condition="#s = :pending AND expires_at > :now "
@@ -353,7 +365,7 @@ class AccountStore:
         """Close a still-pending session for good (polls see ``expired``)."""
         self._db.update_if(
             self._table,
-            {"pk": f"cli#{session_id}"},
+            _cli_key(session_id),
             "SET #s = :expired",
             "#s = :pending",
             {":expired": "expired", ":pending": "pending"},
@@ -361,12 +373,16 @@ class AccountStore:
         )
 
     def take_cli_token(self, session_id: str) -> bytes | None:
-        item = self._db.take(self._table, {"pk": f"clitoken#{session_id}"}, "attribute_exists(pk)")
+        item = self._db.take(self._table, _cli_key(session_id, "clitoken"), "attribute_exists(pk)")
         return bytes(item["sealed"]) if item else None
 
 
 def _link_key(secret: str) -> dict[str, str]:
     return {"pk": f"link#{secret_hash(secret)}"}
+
+
+def _cli_key(session_id: str, prefix: str = "cli") -> dict[str, str]:
+    return {"pk": f"{prefix}#{secret_hash(session_id)}"}
 
 
 def _user(item: Item) -> User:

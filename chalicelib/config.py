@@ -159,6 +159,8 @@ class Settings:
     # {tier: {key: value}} merged over plans.yaml (INSTANODE_PLANS_OVERRIDES; checked at load)
     plans_overrides: Mapping[str, Any] = field(default_factory=dict)
     billing_url: str = ""  # where a team buys a paid tier (the operator's checkout page)
+    # how long the reconciler waits before removing a backend object no record knows
+    reconcile_grace_seconds: int = 3600
 
     @cached_property
     def tiers(self) -> Mapping[str, Tier]:
@@ -234,6 +236,7 @@ class Settings:
             backends={**_parse_backends(env), Kind.WEBHOOK: (inbox,)},
             expiry_shards=int(env.get("INSTANODE_EXPIRY_SHARDS", "8")),
             provisioning_lease_seconds=int(env.get("INSTANODE_PROVISIONING_LEASE_SECONDS", "900")),
+            reconcile_grace_seconds=int(env.get("INSTANODE_RECONCILE_GRACE_SECONDS", "3600")),
             mail_url=env.get("INSTANODE_MAIL_URL", "smtp://127.0.0.1:25"),
             mail_from=env.get("INSTANODE_MAIL_FROM", "instanode <noreply@instanode.localhost>"),
             razorpay_webhook_secret=env.get("INSTANODE_RAZORPAY_WEBHOOK_SECRET", ""),

@@ -12,6 +12,8 @@ wrong code ends the session (polls then see ``expired``): at most 5 guesses of 2
 The key's secret waits between approval and that poll sealed (AES-GCM, bound to the session) in
 a record of its own, and the poll takes it with a conditional delete: a second poll, or anyone
 reading the table, gets nothing. Approval, the key and the parked secret are one transaction.
+The session id is a bearer secret too (the poll hands the key to whoever holds it), so the
+records are keyed by its hash (accounts.py), never by the id itself.
 """
 
 from __future__ import annotations

@@ -187,6 +187,23 @@ class Dynamo:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
+    def scan(self, table: str, attributes: Sequence[str]) -> Iterator[Item]:
+        """Every item of ``table``, only ``attributes`` of each, page by page (for jobs that
+        must see a whole table, such as the reconciler; never on a request's path)."""
+        names = {f"#a{i}": a for i, a in enumerate(attributes)}
+        kwargs: dict[str, Any] = {
+            "TableName": table,
+            "ProjectionExpression": ", ".join(names),
+            "ExpressionAttributeNames": names,
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self.client.scan(**kwargs)
+            yield from (from_wire(i) for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     def page(
         self,
         table: str,

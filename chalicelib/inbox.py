@@ -8,11 +8,15 @@ oldest entry, so the newest ``kept`` requests stay without any delete.
 
 Bodies are stored as binary; at most ``INLINE_BODY_BYTES`` of a body is kept (DynamoDB items
 are limited to 400 KB) and ``body_truncated`` says when the rest was dropped.
+A stored request never holds the inbox's token (its credential): the path keeps
+``/webhook/receive/{token}`` in its place. ``redact_token_paths`` rewrites the requests stored
+before that, in one pass.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -25,6 +29,7 @@ HEADERS_MAX_BYTES = 16 * 1024
 PAGE_MAX_BODY_BYTES = 4 * 1024 * 1024  # one listing stays well under Lambda's 6 MB response
 SEQ_INDEX = "by_seq"
 _BATCH = 25
+_RECEIVE_TOKEN = re.compile(r"(/webhook/receive/)[^/?#]+")
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,11 @@ def counter_key(inbox: str) -> str:
     return f"inbox#{inbox}"
 
 
+def without_token(path: str) -> str:
+    """``path`` with the receive URL's token replaced by ``{token}``."""
+    return _RECEIVE_TOKEN.sub(r"\1{token}", path)
+
+
 class Inbox:
     def __init__(self, db: Dynamo, table: str, counters_table: str) -> None:
         self._db = db
@@ -84,7 +94,7 @@ class Inbox:
             "slot": seq % max(1, kept),
             "seq": seq,
             "method": req.method,
-            "path": req.path,
+            "path": without_token(req.path),
             "query": {k: list(v) for k, v in req.query.items()},
             "headers": cap_headers(req.headers),
             "body": req.body[:INLINE_BODY_BYTES],
@@ -135,6 +145,37 @@ class Inbox:
             self._delete_batch(inbox, slots[start : start + _BATCH])
         self._db.client.delete_item(
             TableName=self._counters, Key=to_wire({"pk": counter_key(inbox)})
+        )
+
+    def redact_token_paths(self) -> int:
+        """Replace the token in the path of every stored request that still holds it (those
+        received before paths were redacted); how many were rewritten. Safe to run again, and
+        beside the API: a slot a new request took meanwhile is left alone."""
+        scan: dict[str, Any] = {
+            "TableName": self._table,
+            "ProjectionExpression": "#i, #s, #p",
+            "ExpressionAttributeNames": {"#i": "inbox", "#s": "slot", "#p": "path"},
+        }
+        rewritten = 0
+        while True:
+            page = self._db.client.scan(**scan)
+            for item in map(from_wire, page.get("Items", [])):
+                rewritten += self._redact_path(item)
+            if "LastEvaluatedKey" not in page:
+                return rewritten
+            scan["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _redact_path(self, item: dict[str, Any]) -> bool:
+        path = str(item.get("path", ""))
+        if without_token(path) == path:
+            return False
+        return self._db.update_if(
+            self._table,
+            {"inbox": item["inbox"], "slot": item["slot"]},
+            "SET #p = :redacted",
+            "#p = :seen",
+            {":redacted": without_token(path), ":seen": path},
+            names={"#p": "path"},
         )
 
     def ping(self) -> None:

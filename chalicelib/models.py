@@ -100,8 +100,14 @@ class Credentials:
 
 @dataclass(frozen=True)
 class Resource:
+    """A resource record. Its bearer token is never stored in clear: the record keeps the
+    token's SHA-256 (``token_hash``, to check a presented token) and the token sealed under the
+    platform key (``sealed_token``, to give it back). ``token`` is the token in clear only on
+    the resource a request has just minted; on a record read back it is None (the store's
+    ``token_of`` unseals it)."""
+
     id: str
-    token: str = field(repr=False)
+    token: str | None = field(repr=False)
     kind: Kind
     name: str
     owner: str
@@ -112,3 +118,5 @@ class Resource:
     expires_at: int | None
     stored: Mapping[str, str] = field(default_factory=dict)  # Credentials.stored, once active
     alias_id: str | None = None  # the record's id for its current token, once rotated
+    token_hash: str = ""  # set on a record read back
+    sealed_token: bytes = field(default=b"", repr=False)  # set on a record read back

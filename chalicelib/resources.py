@@ -5,6 +5,8 @@ exactly as one that does not exist, so ids of other tenants cannot be probed.
 Rotation: kinds with backend credentials get new ones from their provider (old ones refused,
 their sessions closed); storage and webhook resources, whose token is the credential, get a new
 token (the old presign and receive URLs stop working).
+An active resource's token and the URLs that take it are shown to its team, opened from the
+record's sealed copy (the record keeps no token in clear; see store.py).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from chalicelib.config import Settings
 from chalicelib.dynamo import Dynamo, TransactionCancelled
 from chalicelib.models import Kind, Resource, Status
 from chalicelib.providers.base import Provider, Rotator, Tenant
-from chalicelib.service import TOKEN_URLS, iso
+from chalicelib.service import iso, token_fields
 from chalicelib.store import ResourceStore
 from chalicelib.tiers import Tier
 
@@ -100,7 +102,8 @@ class ResourceService:
             token = str(uuid.uuid4())
             self._db.transact(self._store.token_items(r, token))
             log.info("rotated the token of %s", r.id)
-            return {"ok": True, "id": r.id, **self._token_fields(token, r.kind), "rotated_at": now}
+            fields = token_fields(self._settings.public_base_url, r.kind, token)
+            return {"ok": True, "id": r.id, **fields, "rotated_at": now}
         backend = self._settings.backend_of(r)
         if backend is None:
             raise errors.BackendUnavailableError(f"The server holding {r.id} is not configured.")
@@ -126,12 +129,8 @@ class ResourceService:
     def _detail(self, r: Resource) -> dict[str, Any]:
         if r.status is not Status.ACTIVE:
             return resource_summary(r)
-        return {**resource_summary(r), **self._token_fields(r.token, r.kind)}
-
-    def _token_fields(self, token: str, kind: Kind) -> dict[str, str]:
-        base = self._settings.public_base_url
-        paths = TOKEN_URLS.get(kind, {})
-        return {"token": token, **{n: base + p.format(token=token) for n, p in paths.items()}}
+        base, token = self._settings.public_base_url, self._store.token_of(r)
+        return {**resource_summary(r), **token_fields(base, r.kind, token)}
 
 
 def _page_size(limit: Any) -> int:

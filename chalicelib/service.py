@@ -24,7 +24,7 @@ from chalicelib.config import Settings
 from chalicelib.dynamo import Dynamo, TransactionCancelled
 from chalicelib.idempotency import IdempotencyStore, Key, Outcome, Source
 from chalicelib.models import Backend, Caller, Credentials, Kind, ProvisionRequest, Resource, Status
-from chalicelib.providers.base import BackendDownError, Provider
+from chalicelib.providers.base import BackendDownError, BackendUnreachableError, Provider
 from chalicelib.sealing import Sealer
 from chalicelib.store import Charge, ResourceStore, resource_id_of
 from chalicelib.tiers import ANONYMOUS, Tier
@@ -39,10 +39,18 @@ TOKEN_URLS: dict[Kind, dict[str, str]] = {
     Kind.WEBHOOK: {"receive_url": "/webhook/receive/{token}"},
 }
 LOADS_REFRESH_SECONDS = 10.0
+ROLL_BACK_ATTEMPTS = 3  # a backend that dropped the provision's connection may be back at once
+ROLL_BACK_PAUSE_SECONDS = 1.0
 
 
 def iso(ts: int | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def token_fields(base_url: str, kind: Kind, token: str) -> dict[str, str]:
+    """``token`` and the URLs of this API that act on the resource by it (``TOKEN_URLS``)."""
+    paths = TOKEN_URLS.get(kind, {})
+    return {"token": token, **{name: base_url + p.format(token=token) for name, p in paths.items()}}
 
 
 class ProvisionService:
@@ -117,15 +125,18 @@ class ProvisionService:
             creds = provider.provision(backend, resource.ref, limits)
         except BackendDownError as exc:
             log.warning("backend %s down while provisioning %s: %s", backend.name, resource.id, exc)
-            self._abort(resource, key)
+            if isinstance(exc, BackendUnreachableError):
+                self._abort(resource, key)  # nothing reached the server: nothing to undo
+            else:
+                self._roll_back(provider, backend, resource, key)
             raise errors.BackendUnavailableError(
-                f"The {req.kind.value} backend is unavailable; nothing was created. Retry shortly.",
+                f"The {req.kind.value} backend is unavailable; nothing was kept. Retry shortly.",
                 headers={"Retry-After": "5"},
                 retry_after_seconds=5,
             ) from exc
         except Exception:
             log.exception("provisioning %s on %s failed", resource.id, backend.name)
-            self._abort(resource, key)
+            self._roll_back(provider, backend, resource, key)
             raise
         active = replace(
             resource,
@@ -143,8 +154,7 @@ class ProvisionService:
             )
         except Exception:
             log.exception("recording %s failed; removing its backend object", resource.id)
-            self._undo_backend(provider, backend, resource)
-            self._abort(resource, key)
+            self._roll_back(provider, backend, resource, key)
             raise
         log.info("provisioned %s %s on %s", req.kind.value, resource.id, backend.name)
         return Outcome(201, body, {"X-Idempotency-Source": Source.MISS.value})
@@ -159,12 +169,23 @@ class ProvisionService:
             ]
         )
 
-    def _undo_backend(self, provider: Provider, backend: Backend, resource: Resource) -> None:
-        try:
-            provider.deprovision(backend, resource.ref)
-        except Exception:
-            # The PROVISIONING record stays if _abort fails too; the reaper retries both.
-            log.exception("could not remove backend object of %s", resource.id)
+    def _roll_back(
+        self, provider: Provider, backend: Backend, resource: Resource, key: Key
+    ) -> None:
+        """Remove whatever part of the backend object was made (the provider's own clean-up
+        may have died with its connection), then the reservation. When the backend cannot be
+        cleaned now, the PROVISIONING record stays: the reaper removes both once its lease ends
+        (and the reconciler removes any object whose record is gone)."""
+        for attempt in range(ROLL_BACK_ATTEMPTS):
+            try:
+                provider.deprovision(backend, resource.ref)  # a fresh connection if need be
+                break
+            except Exception as exc:
+                log.warning("removing the backend object of %s failed: %r", resource.id, exc)
+                if attempt + 1 == ROLL_BACK_ATTEMPTS:
+                    return  # the PROVISIONING record stays: the reaper's lease takes over
+                time.sleep(ROLL_BACK_PAUSE_SECONDS)
+        self._abort(resource, key)
 
     # -- rejections -------------------------------------------------------------------------
     def _rejected(
@@ -266,18 +287,13 @@ class ProvisionService:
             if k != "max_resources" and v is not None and v != 0
         }
         urls = {"connection_url": creds.connection_url, "internal_url": creds.internal_url}
-        token_urls = {
-            name: f"{self._settings.public_base_url}{path.format(token=r.token)}"
-            for name, path in TOKEN_URLS.get(r.kind, {}).items()
-        }
         body: dict[str, Any] = {
             "ok": True,
             "id": r.id,
-            "token": r.token,
+            **token_fields(self._settings.public_base_url, r.kind, self._store.token_of(r)),
             "name": r.name,
             "kind": r.kind.value,
             **{name: url for name, url in urls.items() if url},  # a webhook has neither
-            **token_urls,
             **creds.extra,
             "tier": tier.name,
             "limits": limits,
@@ -290,11 +306,13 @@ class ProvisionService:
         return body
 
     def _existing_body(self, r: Resource, tier: Tier) -> dict[str, Any]:
+        """Spec convention 6: the 6th provision of the day returns the existing token (opened
+        from the record's sealed copy) and the URLs that take it."""
         return {
             "ok": True,
             "deduplicated": True,
             "id": r.id,
-            "token": r.token,
+            **token_fields(self._settings.public_base_url, r.kind, self._store.token_of(r)),
             "name": r.name,
             "kind": r.kind.value,
             "tier": tier.name,

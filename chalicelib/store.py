@@ -3,10 +3,16 @@
 Tables (names from config; infra/terraform/dynamodb.tf creates the same):
   resources   pk ``id``; GSI ``by_owner`` (owner, created_at); sparse GSI ``by_expiry``
               (expiry_shard, expires_at) holding only records the reaper must visit; sparse GSI
-              ``by_placement`` (placement = ``<kind>#<backend>``, created_at) holding only active
-              records, for the quota job.
+              ``by_placement`` (placement = ``<kind>#<backend>``, created_at) holding the
+              provisioning and active records of a server, for the quota job and the
+              reconciler (retiring a record takes it out).
               A rotated token adds an alias item (``id`` = the new token's hash, ``alias_of``),
               so token lookups stay one key away from the record.
+              No record holds its bearer token in clear: ``token_hash`` (SHA-256) checks a
+              presented token, ``token_sealed`` (AES-GCM under the platform key, bound to the
+              record's id) gives it back where the API must (spec convention 6, the owner's
+              listing). Records of the old format (``token`` in clear) are rewritten the first
+              time anything reads them, and ``seal_plain_tokens`` rewrites the rest in one pass.
   counters    pk ``pk``: ``day#<owner>#<date>`` provisions today, ``active#<owner>#<kind>``
               active resources, ``backend#<name>`` resources placed on a backend server,
               ``recycle#<owner>`` the anonymous resource of a network that expired unclaimed.
@@ -15,7 +21,6 @@ Methods named ``*_item`` build transaction items; the service commits them in on
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -23,13 +28,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib import dynamo
+from chalicelib.accounts import secret_hash
 from chalicelib.config import Settings
-from chalicelib.dynamo import Dynamo, Item
+from chalicelib.dynamo import Dynamo, Item, from_wire
 from chalicelib.models import BackendRef, Kind, Resource, Status
+from chalicelib.sealing import Sealer
 
 EXPIRED_RECORD_RETENTION_SECONDS = 30 * 24 * 3600
 DAY_COUNTER_RETENTION_SECONDS = 2 * 24 * 3600
 RECYCLE_MARK_RETENTION_SECONDS = 30 * 24 * 3600
+TOKEN_SEAL_LABEL = b"instanode/resource-token/v1"
 
 
 @dataclass(frozen=True)
@@ -48,7 +56,7 @@ class Charge:
 
 def resource_id_of(token: str) -> str:
     """The public id is a one-way function of the secret token (id never grants access)."""
-    return "res_" + hashlib.sha256(token.encode()).hexdigest()[:20]
+    return "res_" + secret_hash(token)[:20]
 
 
 class ResourceStore:
@@ -57,6 +65,7 @@ class ResourceStore:
         self._resources = settings.resources_table
         self._counters = settings.counters_table
         self._shards = settings.expiry_shards
+        self._sealer = Sealer(settings.jwt_secret, TOKEN_SEAL_LABEL)
 
     # -- transaction items ------------------------------------------------------------------
     def put_provisioning_item(self, resource: Resource) -> dict[str, Any]:
@@ -164,17 +173,17 @@ class ResourceStore:
 
     def token_items(self, resource: Resource, new_token: str) -> list[dict[str, Any]]:
         """Replace a resource's token (for kinds whose token is the credential): the record
-        takes the new token, an alias item points the new token's id at the record, and the
-        previous alias goes. The old token then matches nothing."""
+        takes the new token's hash and sealed copy, an alias item points the new token's id at
+        the record, and the previous alias goes. The old token then matches nothing."""
         alias = resource_id_of(new_token)
+        sealed = self._token_attrs(new_token, resource.id)
         items = [
             dynamo.update(
                 self._resources,
                 {"id": resource.id},
-                "SET #token = :new, alias_id = :alias",
-                {":new": new_token, ":old": resource.token, ":alias": alias},
-                condition="#token = :old",
-                names={"#token": "token"},
+                "SET token_hash = :token_hash, token_sealed = :token_sealed, alias_id = :alias",
+                {**_values(sealed), ":old": resource.token_hash, ":alias": alias},
+                condition="token_hash = :old",
             ),
             dynamo.put(
                 self._resources, {"id": alias, "alias_of": resource.id}, "attribute_not_exists(id)"
@@ -260,14 +269,14 @@ class ResourceStore:
         item = self._db.get(self._resources, {"id": resource_id}, consistent=True)
         if item and "alias_of" in item:  # a rotated token's id: one more key to the record
             item = self._db.get(self._resources, {"id": item["alias_of"]}, consistent=True)
-        return self._from_item(item) if item else None
+        return self._resource(item) if item else None
 
     def owned_page(self, owner: str, limit: int, start: Item | None) -> tuple[list[Resource], Any]:
         """One page of ``owner``'s records, newest first, and the key the next page starts at."""
         page = self._db.page(
             self._resources, "by_owner", "#o = :o", {":o": owner}, limit, start, {"#o": "owner"}
         )
-        return [self._from_item(i) for i in page.items], page.next_key
+        return [self._resource(i) for i in page.items], page.next_key
 
     def active_owned(self, owner: str) -> list[Resource]:
         items = self._db.query(
@@ -278,7 +287,7 @@ class ResourceStore:
             names={"#o": "owner", "#s": "status"},
             filter_expression="#s = :a",
         )
-        return [self._from_item(i) for i in items]
+        return [self._resource(i) for i in items]
 
     def recycle_blocker(self, owner: str) -> str | None:
         """The id of the resource whose unclaimed expiry blocks this network, if any."""
@@ -292,7 +301,7 @@ class ResourceStore:
         found = self.get(resource_id_of(token))
         if (
             found is None
-            or not hmac.compare_digest(found.token.encode(), token.encode())
+            or not hmac.compare_digest(found.token_hash, secret_hash(token))
             or found.kind is not kind
             or found.status is not Status.ACTIVE
             or (found.expires_at is not None and found.expires_at <= now)
@@ -310,7 +319,7 @@ class ResourceStore:
             names={"#o": "owner", "#k": "kind", "#s": "status"},
             filter_expression="#k = :k AND #s = :a",
         )
-        found = [self._from_item(i) for i in items]
+        found = [self._resource(i) for i in items]
         return max(found, key=lambda r: r.created_at) if found else None
 
     def due(self, shard: int, now: int, page_size: int = 100) -> Iterator[Resource]:
@@ -322,17 +331,22 @@ class ResourceStore:
             {":s": str(shard), ":now": now},
             page_size=page_size,
         )
-        return (self._from_item(i) for i in items)
+        return (self._resource(i) for i in items)
 
     def placed_on(self, kind: Kind, backend: str) -> Iterator[Resource]:
         """Every active resource of ``kind`` on ``backend``."""
+        return (r for r in self.held_on(kind, backend) if r.status is Status.ACTIVE)
+
+    def held_on(self, kind: Kind, backend: str) -> Iterator[Resource]:
+        """Every resource of ``kind`` that holds (or is being given) an object on ``backend``:
+        the provisioning and active records."""
         items = self._db.query(
             self._resources,
             "by_placement",
             "placement = :p",
             {":p": _placement(kind, backend)},
         )
-        return (self._from_item(i) for i in items)
+        return (self._resource(i) for i in items)
 
     def backend_loads(self, names: list[str]) -> dict[str, int]:
         """Active resources (of every kind) per backend server name."""
@@ -342,11 +356,60 @@ class ResourceStore:
         }
         return {n: loads.get(self._backend_key(n), 0) for n in names}
 
+    def token_of(self, r: Resource) -> str:
+        """``r``'s token in clear: the one a request just minted, or the record's sealed copy
+        opened (active records only: the API gives no retired record's token back)."""
+        if r.token is not None:
+            return r.token
+        return self._sealer.open(r.sealed_token, r.id).decode()
+
+    # -- migration --------------------------------------------------------------------------
+    def seal_plain_tokens(self) -> int:
+        """Rewrite every record still holding its token in clear, in one pass over the table
+        (reads rewrite such a record anyway; this reaches those nobody reads). Returns how many
+        it found; safe to run again, and beside the API."""
+        scan: dict[str, Any] = {
+            "TableName": self._resources,
+            "FilterExpression": "attribute_exists(#token)",
+            "ExpressionAttributeNames": {"#token": "token"},
+        }
+        found = 0
+        while True:
+            page = self._db.client.scan(**scan)
+            for raw in page.get("Items", []):
+                self._seal_plain_token(from_wire(raw))
+                found += 1
+            if "LastEvaluatedKey" not in page:
+                return found
+            scan["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _seal_plain_token(self, item: Item) -> Item:
+        """Rewrite an old-format record (its token in clear) to the hash and the sealed copy;
+        the record as it is now. A record another reader rewrote first is left alone."""
+        plain = str(item["token"])
+        sealed = self._token_attrs(plain, item["id"])
+        self._db.update_if(
+            self._resources,
+            {"id": item["id"]},
+            "SET token_hash = :token_hash, token_sealed = :token_sealed REMOVE #token",
+            "#token = :plain",
+            {**_values(sealed), ":plain": plain},
+            names={"#token": "token"},
+        )
+        return {**{k: v for k, v in item.items() if k != "token"}, **sealed}
+
     # -- mapping ----------------------------------------------------------------------------
+    def _token_attrs(self, token: str, record_id: str) -> Item:
+        """What a record keeps of its token: the hash, and the token sealed to the record."""
+        return {
+            "token_hash": secret_hash(token),
+            "token_sealed": self._sealer.seal(token.encode(), record_id),
+        }
+
     def _to_item(self, r: Resource) -> Item:
         item: Item = {
             "id": r.id,
-            "token": r.token,
+            **self._token_attrs(self.token_of(r), r.id),
             "kind": r.kind.value,
             "name": r.name,
             "owner": r.owner,
@@ -357,16 +420,21 @@ class ResourceStore:
             "principal": r.ref.principal,
             "created_at": r.created_at,
         }
+        if r.status in (Status.PROVISIONING, Status.ACTIVE):
+            item["placement"] = _placement(r.kind, r.ref.backend)
         if r.expires_at is not None:
             item["expires_at"] = r.expires_at
             item["expiry_shard"] = dynamo.shard_of(r.id, self._shards)
         return item
 
-    @staticmethod
-    def _from_item(item: Item) -> Resource:
+    def _resource(self, item: Item) -> Resource:
+        """The record as a Resource (``token`` None: the record has only its hash and sealed
+        copy); an old-format record is rewritten first (the lazy migration)."""
+        if "token" in item:
+            item = self._seal_plain_token(item)
         return Resource(
             id=item["id"],
-            token=item["token"],
+            token=None,
             kind=Kind(item["kind"]),
             name=item["name"],
             owner=item["owner"],
@@ -377,6 +445,8 @@ class ResourceStore:
             expires_at=item.get("expires_at"),
             stored=item.get("provider_data", {}),
             alias_id=item.get("alias_id"),
+            token_hash=item["token_hash"],
+            sealed_token=bytes(item["token_sealed"]),
         )
 
     def _count(
@@ -419,3 +489,8 @@ class ResourceStore:
 
 def _placement(kind: Kind, backend: str) -> str:
     return f"{kind.value}#{backend}"
+
+
+def _values(attrs: Item) -> Item:
+    """``attrs`` as the expression values ``SET name = :name`` refers to."""
+    return {f":{name}": value for name, value in attrs.items()}

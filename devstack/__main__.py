@@ -21,8 +21,9 @@ def _run_jobs() -> None:
     """chalice local runs no schedules, so the local stack runs the scheduled jobs itself."""
     from chalicelib.jobs.quota import run_quota_job
     from chalicelib.jobs.reaper import run_reaper
+    from chalicelib.jobs.reconcile import run_reconciler
 
-    for job in (run_quota_job, run_reaper):
+    for job in (run_quota_job, run_reaper, run_reconciler):
         try:
             job()
         except Exception:

@@ -26,6 +26,13 @@ class Edge(Service):
         """Only root sets up the address and the firewall (the local deploy backend too)."""
         return os.geteuid() == 0 and shutil.which("iptables") is not None
 
+    def up(self) -> bool:
+        # The address first: until it is on lo, a connection to it leaves the machine, and the
+        # network beyond may well answer on the port (seen: a sandbox gateway answering any
+        # 10.x address), which ``up`` would take for another process holding it.
+        self.prepare()
+        return super().up()
+
     def prepare(self) -> None:
         firewall.ensure_base(self.layout)
         firewall.ensure_edge_address(self.layout)

@@ -1,5 +1,7 @@
 """A private SecantusDB (MongoDB wire protocol on WiredTiger) for the local stack, with auth on.
 
+The server runs through ``devstack.mongo_guard``, which adds the authorization checks mongod
+makes and SecantusDB lacks (cross-database commands, roles re-read on open connections).
 SecantusDB has no localhost exception: the first start runs without ``--auth`` just long enough
 to create ``root`` (role root@admin, SCRAM-SHA-256), then the server runs with ``--auth`` for
 good. A marker file in the state dir records that the bootstrap is done. The root password is
@@ -14,16 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from chalicelib.models import Backend
 from devstack.services import Service, stop_process, wait_for_port
 
 ROOT_USER = "root"
-TENANT_DB_PREFIX = "m_"  # chalicelib.providers.mongodb: databases m_<hex>, users mu_<hex>
-TENANT_USER_PREFIX = "mu_"
-
-
-def secantusd() -> str:
-    """The ``secantusd-py`` launcher of the running interpreter's venv."""
-    return str(Path(sys.executable).parent / "secantusd-py")
+PROJECT = Path(__file__).resolve().parent.parent  # where ``-m devstack.mongo_guard`` imports
 
 
 class MongoServer(Service):
@@ -57,12 +54,12 @@ class MongoServer(Service):
 
     def _spawn(self, auth: bool) -> subprocess.Popen[bytes]:
         cmd = [
-            secantusd(),
+            *(sys.executable, "-m", "devstack.mongo_guard"),
             *("--host", "127.0.0.1", "--port", str(self.port)),
             *("--storage-path", str(self.data), "--standalone", "--log-level", "WARNING"),
             *(["--auth"] if auth else []),
         ]
-        return self.spawn(cmd)
+        return self.spawn(cmd, cwd=PROJECT)
 
     def _create_root(self) -> None:
         import pymongo
@@ -84,20 +81,14 @@ class MongoServer(Service):
         finally:
             client.close()
 
-    def drop_tenants(self) -> None:
-        """Remove every tenant user (``mu_*``) and database (``m_*``) from this server."""
-        import pymongo
+    def backend(self) -> Backend:
+        host = f"127.0.0.1:{self.port}"
+        return Backend("mongo-local", self.admin_url(), public_host=host, internal_host=host)
 
-        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
-            self.admin_url(), serverSelectionTimeoutMS=10_000
-        )
-        try:
-            # users live in admin.system.users: a tenant that never wrote has no listed database
-            for user in list(client.admin["system.users"].find({}, {"user": 1, "db": 1})):
-                if str(user.get("user", "")).startswith(TENANT_USER_PREFIX):
-                    client[user["db"]].command("dropUser", user["user"])
-            for name in client.list_database_names():
-                if name.startswith(TENANT_DB_PREFIX):
-                    client.drop_database(name)
-        finally:
-            client.close()
+    def drop_tenants(self) -> None:
+        """Remove every tenant database and user (the provider's inventory) from this server."""
+        from chalicelib.providers.mongodb import MongoProvider
+
+        provider, backend = MongoProvider(), self.backend()
+        for ref in provider.inventory(backend):
+            provider.deprovision(backend, ref)

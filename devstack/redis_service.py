@@ -1,4 +1,6 @@
-"""A private Redis 7 (Debian ``redis-server``) for the local stack: no persistence, ACLs on.
+"""A private Redis 7 (Debian ``redis-server``) for the local stack: no persistence, ACLs on, and
+the settings every shared server needs (``chalicelib.providers.redis_settings``): a 256 MB memory
+cap that never evicts a key, at most 1 MiB per string or argument, bounded client buffers.
 
 The only login is the ACL user ``admin`` (all commands, all keys and channels); the ``default``
 user is switched off, so nothing works without the admin password. The password reaches the
@@ -11,10 +13,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from chalicelib.providers.redis_settings import launch_args
 from devstack.services import Service
 
 REDIS_SERVER = "/usr/bin/redis-server"
 ADMIN_USER = "admin"
+MAXMEMORY = "256mb"  # room for 50 anonymous tenants at their 5 MB limit
 
 
 class RedisServer(Service):
@@ -45,6 +49,7 @@ class RedisServer(Service):
             *("--port", str(self.port), "--bind", "127.0.0.1"),
             *("--save", "", "--appendonly", "no", "--daemonize", "no"),
             *("--dir", str(self.dir)),
+            *launch_args(MAXMEMORY),
         ]
         return self.spawn(cmd).pid
 

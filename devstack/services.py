@@ -166,7 +166,8 @@ class Postgres(Service):
         return int((self.data / "postmaster.pid").read_text().split()[0])
 
     def drop_tenants(self) -> None:
-        """Remove every tenant database and role (``db_*``, ``u_*``) from this server."""
+        """Remove every tenant database and role (``db_*``; ``u_*`` and the ``o_*`` that own a
+        database over its quota) from this server."""
         import pg8000.native
 
         conn = pg8000.native.Connection(
@@ -175,7 +176,7 @@ class Postgres(Service):
         try:
             for (db,) in conn.run("SELECT datname FROM pg_database WHERE datname LIKE 'db\\_%'"):
                 conn.run(f"DROP DATABASE {pg8000.native.identifier(db)} WITH (FORCE)")
-            for (role,) in conn.run("SELECT rolname FROM pg_roles WHERE rolname LIKE 'u\\_%'"):
+            for (role,) in conn.run("SELECT rolname FROM pg_roles WHERE rolname ~ '^[uo]_'"):
                 conn.run(f"DROP ROLE {pg8000.native.identifier(role)}")
         finally:
             conn.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class DeployStatus(StrEnum):
@@ -115,3 +115,15 @@ class DeployBackend(Protocol):
     def remove(self, slug: str) -> None:
         """Stop the app and delete everything the backend made for it; gone already is fine."""
         ...
+
+
+@runtime_checkable
+class AppInventoried(Protocol):
+    """A deploy backend that can list its apps, so the reconciler removes those no record
+    knows (the local backend; Kubernetes objects carry names cut to 63 characters, not slugs)."""
+
+    def apps(self) -> list[str]:
+        """The slug of every app the backend holds anything of (containers, images, state)."""
+        ...
+
+    def remove(self, slug: str) -> None: ...

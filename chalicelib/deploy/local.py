@@ -337,6 +337,13 @@ class LocalBackend:
             remove_network(group)  # a stack's stays while another of its services uses it
         shutil.rmtree(app_dir, ignore_errors=True)
 
+    def apps(self) -> list[str]:
+        """The slug of every app this backend holds anything of: each has its state folder
+        from ``start`` until ``remove`` has removed its containers and images."""
+        if not self.state.is_dir():
+            return []
+        return sorted(d.name for d in self.state.iterdir() if d.is_dir() and _SLUG.match(d.name))
+
     def _worker_pid(self, paths: Paths) -> int | None:
         """The pid of this revision's live worker; None once it exited (or never started). A
         worker this process started answers for itself; another's is looked up in /proc."""

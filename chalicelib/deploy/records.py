@@ -13,7 +13,7 @@ deletion to be confirmed carries the token's hash (``PendingDeletion``).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,6 +110,13 @@ class Records:
     def owned_items(self, owner: str) -> list[Item]:
         items = self._db.query(self._table, "by_owner", "#o = :o", {":o": owner}, {"#o": "owner"})
         return sorted(items, key=lambda i: -int(i["created_at"]))
+
+    def live_items(self, attributes: Sequence[str]) -> Iterator[Item]:
+        """``attributes`` of every record not retired (deleted or expired): whatever may still
+        hold backend objects. A whole-table read, for the reconciler only."""
+        retired = ("deleted", "expired")
+        items = self._db.scan(self._table, ["status", *attributes])
+        return (i for i in items if i.get("status") not in retired)
 
     def due_items(self, shard: int, now: int) -> Iterator[Item]:
         return iter(

@@ -178,6 +178,14 @@ class StackStore(Records):
     def owned(self, owner: str) -> list[Stack]:
         return [self._from_item(i) for i in self.owned_items(owner)]
 
+    def live_slugs(self) -> set[str]:
+        """The backend names (slugs) of every service of every stack not retired."""
+        return {
+            str(service["slug"])
+            for item in self.live_items(["services"])
+            for service in json.loads(item["services"])
+        }
+
     def due(self, shard: int, now: int) -> Iterator[Stack]:
         return (self._from_item(i) for i in self.due_items(shard, now))
 

@@ -124,6 +124,10 @@ class DeploymentStore(Records):
     def owned(self, owner: str) -> list[Deployment]:
         return [self._from_item(i) for i in self.owned_items(owner)]
 
+    def live_slugs(self) -> set[str]:
+        """The backend names (slugs) of every app not retired."""
+        return {str(i["slug"]) for i in self.live_items(["slug"])}
+
     def in_progress(self, shard: int) -> Iterator[Deployment]:
         """Apps of one shard still building or deploying (the sparse ``by_progress`` index)."""
         items = self._db.query(

@@ -50,7 +50,7 @@ class QuotaJob:
         for kind, backends in self._settings.backends.items():
             provider = self._providers(kind)
             if not isinstance(provider, Enforcer):
-                continue  # the backend enforces its limits itself (Postgres, NATS)
+                continue  # the backend enforces its limits itself (NATS)
             for backend in backends:
                 tenants = [
                     Tenant(r.ref, self._tiers[r.tier].limits(kind), r.stored)

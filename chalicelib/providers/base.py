@@ -26,6 +26,10 @@ class BackendDownError(Exception):
     """The backend server could not be reached or refused the admin connection."""
 
 
+class BackendUnreachableError(BackendDownError):
+    """No connection to the backend could be opened: nothing of the operation reached it."""
+
+
 @dataclass(frozen=True)
 class Tenant:
     """An active resource as the scheduled jobs hand it to its provider."""
@@ -82,6 +86,21 @@ class Enforcer(Protocol):
         have lost it), measure usage, restrict tenants over their storage limit and lift the
         restriction from those back under it, and hold each to its connection limit."""
         ...
+
+
+@runtime_checkable
+class Inventoried(Protocol):
+    """Implemented by providers whose resources are objects on a backend server (roles and
+    databases, ACL users and keys, accounts, users, prefixes): the reconciler compares what a
+    backend holds with the records and removes what no record knows."""
+
+    def inventory(self, backend: Backend) -> list[BackendRef]:
+        """Every resource this platform made on ``backend``, recognised by its opaque names,
+        whole or half-made (a role without its database is listed too), whatever the records
+        say. ``deprovision`` must remove any ref listed here."""
+        ...
+
+    def deprovision(self, backend: Backend, ref: BackendRef) -> None: ...
 
 
 class Provider(Protocol):

@@ -39,7 +39,7 @@ from nats.aio.client import Client, RawCredentials
 from chalicelib import natsjwt
 from chalicelib.models import Backend, BackendRef, Credentials, Kind
 from chalicelib.natsjwt import KeyPair
-from chalicelib.providers.base import BackendDownError, Rotated, Tenant
+from chalicelib.providers.base import BackendDownError, BackendUnreachableError, Rotated, Tenant
 from chalicelib.tiers import KindLimits
 
 CONNECT_TIMEOUT_SECONDS = 3
@@ -155,23 +155,41 @@ class NatsProvider:
 
         _run(ping())
 
+    def inventory(self, backend: Backend) -> list[BackendRef]:
+        """Every account in the server's resolver but the system account (the operator signs
+        no other), removed ones whose deletion did not finish included."""
+        admin = NatsAdmin.of(backend)
+
+        async def listing() -> list[str]:
+            async with connect(admin.url, admin.system_creds) as nc:
+                return await _tenant_accounts(nc, backend)
+
+        return [
+            BackendRef(backend.name, account, admin.user_key(account).public_key)
+            for account in _run(listing())
+        ]
+
 
 def remove_all_accounts(backend: Backend) -> int:
     """Remove every account but the system account (the local stack's reset); return how many."""
     admin = NatsAdmin.of(backend)
-    system = backend.secrets.get("system_account")
-    if not system:
-        raise NatsError(f"NATS backend {backend.name} lacks system_account")
 
     async def sweep() -> int:
         async with connect(admin.url, admin.system_creds) as nc:
-            listed = (await admin_request(nc, "$SYS.REQ.CLAIMS.LIST")).get("data") or []
-            accounts = [str(account) for account in listed if account != system]
+            accounts = await _tenant_accounts(nc, backend)
             for account in accounts:
                 await remove_account(nc, admin, account)
         return len(accounts)
 
     return _run(sweep())
+
+
+async def _tenant_accounts(nc: Client, backend: Backend) -> list[str]:
+    system = backend.secrets.get("system_account")
+    if not system:
+        raise NatsError(f"NATS backend {backend.name} lacks system_account")
+    listed = (await admin_request(nc, "$SYS.REQ.CLAIMS.LIST")).get("data") or []
+    return [str(account) for account in listed if account != system]
 
 
 def account_limits(limits: KindLimits) -> dict[str, int | bool]:
@@ -269,6 +287,13 @@ async def _lookup(nc: Client, account: str) -> str:
 async def _check_tenant(url: str, creds: str) -> None:
     """Log in as the new user (this loads the account) and ask for its JetStream info: a server
     whose ``max_file_store`` cannot hold the account's limit leaves JetStream off for it."""
+    try:
+        await _check_jetstream(url, creds)
+    except BackendUnreachableError as exc:  # the account was pushed: the server is not clean
+        raise BackendDownError(str(exc)) from exc
+
+
+async def _check_jetstream(url: str, creds: str) -> None:
     async with connect(url, creds, refused=NatsError) as nc:
         try:
             await _guard(nc.request("$JS.API.INFO", b"", timeout=REQUEST_TIMEOUT_SECONDS), url)
@@ -336,7 +361,7 @@ async def connect(
         )
     except (OSError, TimeoutError, nats.errors.NoServersError) as exc:
         await _close(nc)
-        raise BackendDownError(f"cannot reach NATS at {url}") from exc
+        raise BackendUnreachableError(f"cannot reach NATS at {url}") from exc
     except nats.errors.Error as exc:
         await _close(nc)
         raise refused(f"NATS at {url} refused the login: {exc}") from exc

@@ -3,12 +3,17 @@
 Isolation per resource: an ACL user that may touch only keys and channels under its prefix
 (``<namespace>:``), with every command closed that lists, wipes or escapes the shared keyspace
 (SCAN, RANDOMKEY, DBSIZE, SELECT, COPY ... DB, FUNCTION/SCRIPT, scripting, PUBSUB listings,
-server-wide MEMORY reports, client tracking). The password reaches the server as its SHA-256
-digest; the digest is kept on the record (``Credentials.stored``) because ACLs live in the
-server's memory and the quota pass re-applies them after a restart.
+server-wide MEMORY reports, client tracking) or that lets one call copy a tenant's whole data set
+(the ``*STORE`` forms of the set, sorted-set and geo commands; their read forms stay). The
+password reaches the server as its SHA-256 digest; the digest is kept on the record
+(``Credentials.stored``) because ACLs live in the server's memory and the quota pass re-applies
+them after a restart.
 
-Redis enforces neither storage nor per-user connection limits: ``enforce`` measures every tenant
-in one SCAN pass, takes writes (but not deletes) away from tenants over their storage limit and
+Redis enforces neither per-user storage nor per-user connection limits. The server bounds what
+any one client can do (``redis_settings``: a memory cap that evicts nobody's keys, at most 1 MiB
+per string or argument, bounded request and reply buffers); tenants are placed only on a server
+that has these settings. ``enforce`` measures every tenant in one SCAN pass, takes writes (but
+not deletes) away from tenants over their storage limit (live, on open connections too) and
 closes connections beyond their budget.
 
 Rotation replaces the digest (new logins with the old password fail) and closes every connection
@@ -32,7 +37,15 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from chalicelib.models import Backend, BackendRef, Credentials, Kind
-from chalicelib.providers.base import BackendDownError, Rotated, Tenant, Usage, opaque_ref
+from chalicelib.providers.base import (
+    BackendDownError,
+    BackendUnreachableError,
+    Rotated,
+    Tenant,
+    Usage,
+    opaque_ref,
+)
+from chalicelib.providers.redis_settings import verify_server
 from chalicelib.tiers import KindLimits
 
 SOCKET_TIMEOUT_SECONDS = 10
@@ -42,32 +55,50 @@ SCAN_COUNT = 1000
 # before the delete does not bring the user back (admin-only keys: no tenant pattern matches).
 TOMBSTONE_PREFIX = "instanode:deleted:"
 TOMBSTONE_SECONDS = 86_400
+# The names new_ref makes (opaque_ref): what inventory recognises as the platform's.
+_TENANT_USER = re.compile(r"u_([0-9a-f]+)")
+_TENANT_NAMESPACE = re.compile(rb"t_([0-9a-f]+)")
 
-# Commands closed to every tenant on top of -@dangerous (which covers KEYS, FLUSH*, CONFIG, INFO,
-# CLIENT LIST/KILL, DEBUG, MONITOR, SORT, MIGRATE, RESTORE and ACL administration).
+# Commands closed to every tenant on top of @dangerous (which covers KEYS, FLUSH*, CONFIG, INFO,
+# CLIENT LIST/KILL/NO-EVICT, DEBUG, MONITOR, SORT, MIGRATE, RESTORE and ACL administration).
 _CLOSED = (
-    "-@dangerous",
-    "-@scripting",
-    "-select",
-    "-move",
-    "-copy",
-    "-swapdb",
-    "-scan",
-    "-randomkey",
-    "-dbsize",
-    "-pubsub",
-    "-memory|doctor",
-    "-memory|stats",
-    "-memory|malloc-stats",
-    "-memory|purge",
-    "-client|tracking",
-    "-cluster",
-    "-function",
-    "-script",
-    "-wait",
-    "-readonly",
-    "-readwrite",
-    "-asking",
+    "@dangerous",
+    "@scripting",
+    "select",
+    "move",
+    "copy",
+    "swapdb",
+    "scan",
+    "randomkey",
+    "dbsize",
+    "pubsub",
+    "memory|doctor",
+    "memory|stats",
+    "memory|malloc-stats",
+    "memory|purge",
+    "client|tracking",
+    "cluster",
+    "function",
+    "script",
+    "wait",
+    "readonly",
+    "readwrite",
+    "asking",
+)
+# One call of these writes up to everything the tenant holds (a union of all its keys), so a
+# tenant could double its data with each call between quota passes. Their read forms (SUNION,
+# ZUNION, ZRANGE, GEOSEARCH, GEORADIUS_RO, ...) stay open; GEORADIUS has a STORE option.
+_COPYING = (
+    "sunionstore",
+    "sinterstore",
+    "sdiffstore",
+    "zunionstore",
+    "zinterstore",
+    "zdiffstore",
+    "zrangestore",
+    "geosearchstore",
+    "georadius",
+    "georadiusbymember",
 )
 # What a tenant over its storage limit keeps of @write: commands that only free memory.
 _FREEING = (
@@ -99,7 +130,8 @@ _FREEING = (
 def acl_rules(namespace: str, digest: str, writable: bool = True) -> list[str]:
     """The complete ACL of a tenant (``reset`` first, so applying it again is idempotent)."""
     pattern = f"{glob_escape(namespace)}:*"
-    rules = ["reset", "on", f"#{digest}", f"~{pattern}", f"&{pattern}", "+@all", *_CLOSED]
+    rules = ["reset", "on", f"#{digest}", f"~{pattern}", f"&{pattern}", "+@all"]
+    rules += [f"-{command}" for command in (*_CLOSED, *_COPYING)]
     if not writable:
         rules += ["-@write", *(f"+{command}" for command in _FREEING)]
     return rules
@@ -124,6 +156,7 @@ class RedisProvider:
         password = secrets.token_urlsafe(24)
         digest = password_digest(password)
         with admin_client(backend) as client:
+            _reach(client, backend)
             try:
                 _set_user(client, ref, digest, writable=True)
             except Exception:
@@ -147,12 +180,15 @@ class RedisProvider:
         return Rotated(ref, _credentials(backend, ref, password))
 
     def deprovision(self, backend: Backend, ref: BackendRef) -> None:
+        """User first (no more writes), then keys, then the tombstone: on a full server only
+        the freed memory lets the tombstone in (and it is skipped if even that does not)."""
         with admin_client(backend) as client:
-            client.set(f"{TOMBSTONE_PREFIX}{ref.principal}", 1, ex=TOMBSTONE_SECONDS)
-            client.acl_deluser(ref.principal)  # also closes the user's connections
-            _kill_user_clients(client, ref.principal)
+            _drop_user(client, ref.principal)
             for batch in _batches(_keys_of(client, ref.namespace)):
                 client.unlink(*batch)
+            with suppress(redis.exceptions.OutOfMemoryError):
+                client.set(f"{TOMBSTONE_PREFIX}{ref.principal}", 1, ex=TOMBSTONE_SECONDS)
+            _drop_user(client, ref.principal)  # a quota pass may have re-made it meanwhile
 
     def usage(self, backend: Backend, ref: BackendRef) -> int:
         with admin_client(backend) as client:
@@ -160,17 +196,35 @@ class RedisProvider:
 
     def check(self, backend: Backend) -> None:
         with admin_client(backend) as client:
-            client.ping()
+            verify_server(client, backend)
 
     def enforce(self, backend: Backend, tenants: Sequence[Tenant]) -> list[Usage]:
         if not tenants:
             return []
         with admin_client(backend) as client:
             used = _usage_by_namespace(client, {t.ref.namespace for t in tenants})
-            usages = [_usage_of(t, used.get(t.ref.namespace, 0)) for t in tenants]
+            usages = [Usage.of(t, used.get(t.ref.namespace, 0)) for t in tenants]
             _apply_acls(client, tenants, usages)
             _hold_connection_budgets(client, tenants)
         return usages
+
+    def inventory(self, backend: Backend) -> list[BackendRef]:
+        """Every tenant ACL user (``u_<hex>``) and every tenant key prefix (``t_<hex>:``), a
+        user without keys and keys without a user included, as one ref per suffix."""
+        with admin_client(backend) as client:
+            users = (_TENANT_USER.fullmatch(_text(u)) for u in client.acl_users())
+            suffixes = {m.group(1) for m in users if m}
+            suffixes |= _namespace_suffixes(client.scan_iter(match="t_*:*", count=SCAN_COUNT))
+        return [BackendRef(backend.name, f"t_{s}", f"u_{s}") for s in sorted(suffixes)]
+
+
+def _reach(client: redis.Redis, backend: Backend) -> None:
+    """Verify the server before anything is made on it: failing to reach it here left nothing
+    behind (``BackendUnreachableError``), an unsafe server is refused (``BackendDownError``)."""
+    try:
+        verify_server(client, backend)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise BackendUnreachableError(f"cannot reach Redis backend {backend.name}") from exc
 
 
 def _credentials(backend: Backend, ref: BackendRef, password: str) -> Credentials:
@@ -196,12 +250,19 @@ def _forget_user(client: redis.Redis, ref: BackendRef) -> None:
         client.acl_deluser(ref.principal)
 
 
-def _kill_user_clients(client: redis.Redis, user: str) -> None:
+def _drop_user(client: redis.Redis, user: str) -> None:
+    """Delete the user and close its connections (both done already is fine)."""
+    client.acl_deluser(user)
     try:
         client.client_kill_filter(user=user)
     except redis.ResponseError as exc:
         if "no such user" not in str(exc).lower():
             raise
+
+
+def _namespace_suffixes(keys: Iterable[bytes]) -> set[str]:
+    prefixes = (_TENANT_NAMESPACE.fullmatch(key.split(b":", 1)[0]) for key in keys)
+    return {m.group(1).decode() for m in prefixes if m}
 
 
 # -- measuring -------------------------------------------------------------------------------
@@ -234,10 +295,6 @@ def _usage_by_namespace(client: redis.Redis, namespaces: Collection[str]) -> dic
     for key, size in _measure(client, keys):
         used[key.split(b":", 1)[0].decode()] += size
     return used
-
-
-def _usage_of(tenant: Tenant, used_bytes: int) -> Usage:
-    return Usage.of(tenant, used_bytes)
 
 
 # -- enforcing -------------------------------------------------------------------------------
@@ -299,8 +356,18 @@ def _client(backend: Backend) -> redis.Redis:
                 socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
                 retry=Retry(NoBackoff(), 1),  # one reconnect: pooled sockets of a restarted server
                 health_check_interval=30,
+                redis_connect_func=_exempt_from_eviction,
             )
         return _clients[key]
+
+
+def _exempt_from_eviction(connection: redis.connection.AbstractConnection) -> None:
+    """Log in as usual, then make sure this connection is never the one ``maxmemory-clients``
+    evicts (a tenant swelling the client buffers must not end the quota pass)."""
+    connection.on_connect()  # type: ignore[no-untyped-call]
+    connection.send_command("CLIENT", "NO-EVICT", "on")  # type: ignore[no-untyped-call]
+    with suppress(redis.ResponseError):  # refused by a managed server: admin buffers stay small
+        connection.read_response()
 
 
 @contextmanager

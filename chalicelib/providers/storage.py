@@ -1,21 +1,25 @@
 """S3 key-prefix tenants in one shared bucket per backend, in ``broker`` mode.
 
 A resource is the prefix ``anon/s_<20 hex>/`` of the backend's bucket: nothing exists in S3 until
-the tenant uploads (a prefix needs no object). Every resource is anonymous when it is made, and
-the bucket's lifecycle rule (infra/terraform/s3.tf) deletes objects under ``anon/`` after a day,
-a backstop to the reaper; keeping objects past that is the claim flow's job (it moves them).
+the tenant uploads (a prefix needs no object). Every resource is made anonymous; the bucket's
+lifecycle rule (infra/terraform/s3.tf) deletes objects under ``anon/`` after a day, a backstop
+to the reaper. A claim does not move the objects yet: a claimed prefix keeps its ``anon/`` name,
+so the rule applies to it too. ``inventory`` lists every prefix holding objects (reconciler).
 No credential is handed out; the tenant asks this API
 for short-lived presigned URLs (``POST /storage/{token}/presign``), which the platform signs with
-its own key for keys under the tenant's prefix only.
+its own key for keys under the tenant's prefix only: a PUT for one exact ``Content-Length``
+(``content-length`` is a signed header, so S3 refuses a body of any other size), a POST form
+with a ``content-length-range``.
 
 Presigned URLs are signed for ``public_host`` (the endpoint agents reach), which may differ from
 ``admin_url`` (the endpoint this API uses): then a second client does the signing.
-S3 does not enforce a prefix quota: ``enforce`` measures each tenant, and the presign route
-refuses uploads to tenants over their limit and caps presigned POSTs at the remaining bytes.
+S3 does not enforce a prefix quota: the presign route signs no upload past the bytes left
+(chalicelib/upload_reservations.py), and ``enforce`` measures each tenant.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 from collections.abc import Iterator, Sequence
@@ -38,6 +42,7 @@ if TYPE_CHECKING:
 DELETE_BATCH = 1000  # the most keys one DeleteObjects call takes
 MODE = "broker"
 ANONYMOUS_PREFIX = "anon/"  # matched by the bucket's 1-day lifecycle rule
+TENANT_PREFIX = re.compile(rf"{ANONYMOUS_PREFIX}s_[0-9a-f]{{20}}/")  # what ``new_ref`` makes
 _CONFIG = Config(
     signature_version="s3v4",
     s3={"addressing_style": "path"},
@@ -45,7 +50,6 @@ _CONFIG = Config(
     read_timeout=10,
     retries={"max_attempts": 2, "mode": "standard"},
 )
-_METHODS = {"GET": "get_object", "PUT": "put_object"}
 
 
 def bucket_of(backend: Backend) -> str:
@@ -96,8 +100,26 @@ class StorageProvider:
                 )
 
     def usage(self, backend: Backend, ref: BackendRef) -> int:
+        return sum(self.sizes(backend, ref).values())
+
+    def sizes(self, backend: Backend, ref: BackendRef) -> dict[str, int]:
+        """The size of every object under the prefix, by full object key."""
         with admin_client(backend) as client:
-            return sum(size for _, size in _objects(client, bucket_of(backend), ref.namespace))
+            return dict(_objects(client, bucket_of(backend), ref.namespace))
+
+    def inventory(self, backend: Backend) -> list[BackendRef]:
+        """Every tenant prefix holding objects in the bucket (an empty one is no object)."""
+        bucket = bucket_of(backend)
+        with admin_client(backend) as client:
+            pages = client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=ANONYMOUS_PREFIX, Delimiter="/"
+            )
+            prefixes = [p["Prefix"] for page in pages for p in page.get("CommonPrefixes", [])]
+        return [
+            BackendRef(backend.name, prefix.rstrip("/"), "")
+            for prefix in prefixes
+            if TENANT_PREFIX.fullmatch(prefix)
+        ]
 
     def check(self, backend: Backend) -> None:
         with admin_client(backend) as client:
@@ -111,13 +133,27 @@ class StorageProvider:
         return usages
 
     # -- broker mode: short-lived URLs signed for the public endpoint ----------------------
-    def presign(
-        self, backend: Backend, ref: BackendRef, key: str, method: str, expires_in: int
-    ) -> str:
-        """A presigned GET or PUT URL of ``key`` (relative to the tenant's prefix)."""
-        params = {"Bucket": bucket_of(backend), "Key": object_key(ref, key)}
+    def presign_get(self, backend: Backend, ref: BackendRef, key: str, expires_in: int) -> str:
+        """A presigned GET URL of ``key`` (relative to the tenant's prefix)."""
         url: str = _signer(backend).generate_presigned_url(
-            _METHODS[method], Params=params, ExpiresIn=expires_in, HttpMethod=method
+            "get_object",
+            Params={"Bucket": bucket_of(backend), "Key": object_key(ref, key)},
+            ExpiresIn=expires_in,
+            HttpMethod="GET",
+        )
+        return url
+
+    def presign_put(
+        self, backend: Backend, ref: BackendRef, key: str, expires_in: int, content_length: int
+    ) -> str:
+        """A presigned PUT URL of ``key`` for a body of exactly ``content_length`` bytes."""
+        params = {
+            "Bucket": bucket_of(backend),
+            "Key": object_key(ref, key),
+            "ContentLength": content_length,  # a signed header: S3 refuses any other size
+        }
+        url: str = _signer(backend).generate_presigned_url(
+            "put_object", Params=params, ExpiresIn=expires_in, HttpMethod="PUT"
         )
         return url
 

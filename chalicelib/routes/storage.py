@@ -1,8 +1,12 @@
 """POST /storage/{token}/presign: short-lived signed S3 URLs for a broker-mode storage resource.
 
 The key is relative to the resource's prefix and validated so the signed URL can only name an
-object under ``<prefix>/``. Uploads (PUT, POST) are refused once the prefix holds its tier's
-storage limit, and a presigned POST carries a ``content-length-range`` of the bytes left.
+object under ``<prefix>/``. An upload URL carries its size: a PUT is signed for the exact
+``content_length`` the agent declares (required: S3 refuses a body of any other size), a POST
+form for a ``content-length-range`` up to ``content_length`` (default: all the bytes left).
+That size is reserved for the key until the URL expires (chalicelib/upload_reservations.py),
+so the URLs of one prefix can never together carry more than its tier's storage limit; an
+upload that does not fit is refused (403 ``storage_quota_exceeded``).
 Each token may mint at most ``PRESIGNS_PER_MINUTE`` URLs per minute (a DynamoDB counter).
 """
 
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import time
 import unicodedata
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chalice.app import Blueprint, Response
@@ -24,6 +29,7 @@ from chalicelib.routes import requests
 from chalicelib.service import iso
 from chalicelib.store import ResourceStore
 from chalicelib.tiers import all_tiers
+from chalicelib.upload_reservations import Ledger, Reservations
 
 if TYPE_CHECKING:  # the provider (and boto3's S3 machinery) loads on the first presign only
     from chalicelib.providers.storage import StorageProvider
@@ -36,6 +42,7 @@ DEFAULT_EXPIRES_IN = 900
 MAX_EXPIRES_IN = 3600
 MAX_OBJECT_KEY_BYTES = 1024  # S3's limit on the full key (prefix included)
 PRESIGNS_PER_MINUTE = 60
+RESERVE_ATTEMPTS = 3  # optimistic writes of the upload reservations before a 429
 RATE_COUNTER_TTL_SECONDS = 180
 KEY_ACTION = (
     "Send a key relative to your prefix such as 'reports/2024/a.png': no leading '/', "
@@ -54,6 +61,7 @@ def presign(token: str) -> Response:
     key = validate_key(
         body.get("key"), max_bytes=MAX_OBJECT_KEY_BYTES - len(resource.ref.namespace) - 1
     )
+    content_length = _content_length(body.get("content_length"), operation)
     backend = _backend(resource)
     provider = _provider()
     now = int(time.time())
@@ -61,14 +69,10 @@ def presign(token: str) -> Response:
     out: dict[str, Any] = {"ok": True, "method": operation, "key": object_key(resource.ref, key)}
     try:
         if operation == "GET":
-            out["url"] = provider.presign(backend, resource.ref, key, "GET", expires_in)
+            out["url"] = provider.presign_get(backend, resource.ref, key, expires_in)
         else:
-            remaining = _remaining_bytes(provider, backend, resource)
-            if operation == "PUT":
-                out["url"] = provider.presign(backend, resource.ref, key, "PUT", expires_in)
-            else:
-                post = provider.presign_post(backend, resource.ref, key, expires_in, remaining)
-                out.update(url=post["url"], fields=post["fields"], max_bytes=remaining)
+            upload = Upload(provider, backend, resource, key)
+            out.update(upload.sign(operation, expires_in, content_length, now))
     except BackendDownError as exc:
         raise errors.BackendUnavailableError(
             "The storage backend did not answer; try again shortly.",
@@ -107,9 +111,26 @@ def _operation(value: Any) -> str:
     if value not in OPERATIONS:
         raise errors.BadRequestError(
             '\'operation\' must be "PUT", "GET" or "POST".',
-            agent_action='Send {"operation": "PUT", "key": "path/to/file"} to upload.',
+            agent_action='Send {"operation": "PUT", "key": "path/to/file", "content_length": '
+            "<size in bytes>} to upload.",
         )
     return str(value)
+
+
+def _content_length(value: Any, operation: str) -> int | None:
+    """The upload's size in bytes: required for a PUT (its URL is signed for that size), the
+    largest size a POST form accepts (default: all that is left), ignored for a GET."""
+    if operation == "GET" or (value is None and operation == "POST"):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise errors.BadRequestError(
+            "'content_length' must be the exact size in bytes of the object a PUT uploads "
+            "(the URL is signed for that size).",
+            agent_action='Send {"operation": "PUT", "key": "<key>", "content_length": <file '
+            'size in bytes>}, or use "operation": "POST" for a form upload of up to the bytes '
+            "left.",
+        )
+    return value
 
 
 def _expires_in(value: Any) -> int:
@@ -149,29 +170,82 @@ def _provider() -> StorageProvider:
     return provider
 
 
-def _remaining_bytes(provider: StorageProvider, backend: Backend, resource: Resource) -> int:
-    """Bytes the resource may still upload; StorageQuotaExceededError when none."""
-    from chalicelib.upgrades import more_of, or_more
+@dataclass(frozen=True)
+class Upload:
+    """A presigned upload to ``key`` (relative to the prefix) of a storage resource."""
 
-    tiers = all_tiers()
-    tier = tiers[resource.tier]
-    limit = tier.limits(Kind.STORAGE).storage_bytes
-    used = provider.usage(backend, resource.ref)
-    if used >= limit:
-        bigger = more_of(tiers, tier, lambda t: t.limits(Kind.STORAGE).storage_mb)
-        raise errors.StorageQuotaExceededError(
-            f"This storage prefix holds {used} bytes, its limit is {limit}: uploads are refused.",
-            agent_action=or_more(
-                get_settings(),
-                "Tell the user this storage resource is full: delete objects it no longer "
-                "needs (presign GET still works) and retry the upload",
-                bigger,
-                resource.owner,
-            ),
-            used_bytes=used,
-            limit_bytes=limit,
+    provider: StorageProvider
+    backend: Backend
+    resource: Resource
+    key: str
+
+    def sign(
+        self, operation: str, expires_in: int, content_length: int | None, now: int
+    ) -> dict[str, Any]:
+        """A PUT URL for exactly the reserved bytes, or a POST form for at most them."""
+        size = self.reserve(content_length, now + expires_in, now)
+        ref = self.resource.ref
+        if operation == "PUT":
+            url = self.provider.presign_put(self.backend, ref, self.key, expires_in, size)
+            return {"url": url, "content_length": size, "headers": {"Content-Length": str(size)}}
+        post = self.provider.presign_post(self.backend, ref, self.key, expires_in, size)
+        return {"url": post["url"], "fields": post["fields"], "max_bytes": size}
+
+    def reserve(self, wanted: int | None, expires_at: int, now: int) -> int:
+        """Reserve ``wanted`` bytes for the key until ``expires_at`` (None: all that is left for
+        it) and return them; StorageQuotaExceededError when they do not fit."""
+        from chalicelib.providers.storage import object_key
+
+        full_key = object_key(self.resource.ref, self.key)
+        limit = all_tiers()[self.resource.tier].limits(Kind.STORAGE).storage_bytes
+        sizes = self.provider.sizes(self.backend, self.resource.ref)
+        reservations = Reservations(get_dynamo(), get_settings().counters_table)
+        for _ in range(RESERVE_ATTEMPTS):
+            ledger = reservations.read(self.resource.ref, now)
+            room = ledger.room_for(full_key, sizes, limit)
+            size = room if wanted is None else wanted
+            if room <= 0 or size > room:
+                raise self._refusal(wanted, room, limit, sizes, ledger)
+            if reservations.write(
+                self.resource.ref, ledger.with_reservation(full_key, size, expires_at)
+            ):
+                return size
+        raise errors.RateLimitedError(
+            "Other presigns of this storage resource were being made at the same moment.",
+            agent_action="Retry the presign request in a second.",
+            headers={"Retry-After": "1"},
         )
-    return limit - used
+
+    def _refusal(
+        self, wanted: int | None, room: int, limit: int, sizes: dict[str, int], ledger: Ledger
+    ) -> errors.StorageQuotaExceededError:
+        from chalicelib.upgrades import more_of, or_more
+
+        stored = sum(sizes.values())
+        reserved = ledger.committed(sizes) - stored
+        state = (
+            f"this storage prefix holds {stored} bytes and live upload URLs may add {reserved}; "
+            f"its limit is {limit}"
+        )
+        if room <= 0:
+            message = f"Uploads are refused: {state}."
+            start = "Tell the user this storage resource is full: wait for unused upload URLs to "
+            start += "expire, or overwrite a key with a smaller object"
+        else:
+            message = f"{wanted} bytes do not fit: {state}, so {room} are left for this key."
+            start = f"Tell the user the object does not fit: at most {room} bytes are left for it"
+        tiers = all_tiers()
+        bigger = more_of(
+            tiers, tiers[self.resource.tier], lambda t: t.limits(Kind.STORAGE).storage_mb
+        )
+        return errors.StorageQuotaExceededError(
+            message,
+            agent_action=or_more(get_settings(), start, bigger, self.resource.owner),
+            used_bytes=stored,
+            reserved_bytes=reserved,
+            limit_bytes=limit,
+            remaining_bytes=max(room, 0),
+        )
 
 
 def take_presign_slot(db: Dynamo, resource_id: str, now: int) -> None:
@@ -224,6 +298,13 @@ OPENAPI_PATHS: dict[str, Any] = {
                                     "maximum": MAX_EXPIRES_IN,
                                     "default": DEFAULT_EXPIRES_IN,
                                 },
+                                "content_length": {
+                                    "type": "integer",
+                                    "minimum": 0,
+                                    "description": "PUT (required): the exact size in bytes "
+                                    "of the object, signed into the URL. POST: the largest "
+                                    "size the form accepts (default: all the bytes left).",
+                                },
                             },
                         }
                     }
@@ -245,13 +326,18 @@ OPENAPI_PATHS: dict[str, Any] = {
                                     "key": {"type": "string"},
                                     "fields": {"type": "object"},
                                     "max_bytes": {"type": "integer"},
+                                    "content_length": {"type": "integer"},
+                                    "headers": {
+                                        "type": "object",
+                                        "description": "PUT: headers the upload must send",
+                                    },
                                 },
                             }
                         }
                     },
                 },
-                "400": _err("invalid_key, bad_request or invalid_json"),
-                "403": _err("storage_quota_exceeded (PUT/POST only)"),
+                "400": _err("invalid_key, bad_request (e.g. a PUT without content_length)"),
+                "403": _err("storage_quota_exceeded: the upload does not fit (PUT/POST only)"),
                 "404": _err("not_found: no active storage resource has this token"),
                 "429": _err("rate_limited (see Retry-After)"),
                 "503": _err("backend_unavailable"),

@@ -1,8 +1,10 @@
 """Webhook inboxes: ``/webhook/receive/{token}`` captures any request, and
 ``/api/v1/webhooks/{token}/requests`` lists what was captured, newest first.
 
-The token in the URL is the only credential: unknown, expired or non-webhook tokens are 404.
-Received headers and bodies are customer data and are never logged.
+The token in the URL is the only credential: unknown, expired or non-webhook tokens are 404. It
+is found by its hash (no record holds it in clear), and a stored request keeps its path with
+``{token}`` in the token's place (inbox.py). Received headers and bodies are customer data and
+are never logged.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ def test_quota_job_revokes_writes_over_the_limit_and_keeps_deletes(dynamo: Dynam
     body = make_service(tiers=tiers).provision(who, req, key_for(who, req)).body
     client = redis_client(body["connection_url"])
     big = body["key_prefix"] + "big"
-    client.set(big, b"x" * (3 << 19))  # 1.5 MiB
+    client.rpush(big, *[b"x" * (1 << 19)] * 3)  # 1.5 MiB in values under the 1 MiB cap
     report = QuotaJob(settings(), dynamo, deps.get_provider, tiers).run()
     assert report.over_quota == 1 and report.failed == 0
     with pytest.raises(redis.exceptions.NoPermissionError):

@@ -14,7 +14,7 @@ from pymongo.errors import OperationFailure
 
 from chalicelib.models import Backend, BackendRef, Credentials
 from chalicelib.providers.base import BackendDownError, Tenant
-from chalicelib.providers.mongodb import MongoProvider
+from chalicelib.providers.mongodb import MongoProvider, tenant_roles
 from chalicelib.tiers import KindLimits
 from devstack.mongo_service import MongoServer
 from devstack.stack import Stack
@@ -193,24 +193,20 @@ def test_enforce_over_quota_switches_to_read_and_back_under_restores_writes(
     fill(clients(creds), 1.2)
     [usage] = provider.enforce(backend, [tenant])
     assert usage.over_quota and usage.used_bytes > 1024 * 1024
-    assert roles_of(admin, ref) == [{"role": "read", "db": ref.namespace}]
-    db = clients(creds).get_default_database()  # roles apply per login (see the xfail below)
+    assert roles_of(admin, ref) == tenant_roles(ref.namespace, writable=False)
+    db = clients(creds).get_default_database()
     with pytest.raises(OperationFailure) as err:
         db.more.insert_one({"x": 1})
     assert err.value.code == UNAUTHORIZED
     assert db.blobs.find_one() is not None  # reads stay
-    admin[ref.namespace].blobs.drop()  # the tenant frees space (here: on its behalf)
+    db.blobs.delete_one({})  # and so do deletes and drops: the tenant frees space itself
+    db.blobs.drop()
     [usage] = provider.enforce(backend, [tenant])
     assert not usage.over_quota and usage.used_bytes < 1024 * 1024
     assert roles_of(admin, ref) == [{"role": "readWrite", "db": ref.namespace}]
     clients(creds).get_default_database().more.insert_one({"x": 2})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SecantusDB 0.7.0b3 keeps a connection's roles from its login: updateUser (like "
-    "dropUser) reaches new logins only, and killAllSessionsByPattern does not cut them",
-)
 def test_enforce_over_quota_cuts_writes_of_live_connection(
     make_tenant: MakeTenant,
     clients: Callable[[Credentials], Client],
@@ -278,6 +274,51 @@ def test_deprovision_twice_succeeds(
     provider.deprovision(backend, ref)
     provider.deprovision(backend, ref)
     assert roles_of(admin, ref) is None
+
+
+def over_quota_roles(admin: Client) -> set[str]:
+    return {str(r["role"]) for r in admin.admin.command("rolesInfo", 1)["roles"]}
+
+
+def test_deprovision_removes_over_quota_role(
+    make_tenant: MakeTenant,
+    clients: Callable[[Credentials], Client],
+    provider: MongoProvider,
+    backend: Backend,
+    admin: Client,
+) -> None:
+    ref, creds = make_tenant(SMALL)
+    fill(clients(creds), 1.2)
+    provider.enforce(backend, [Tenant(ref, SMALL, creds.stored)])
+    assert ref.namespace in over_quota_roles(admin)
+    provider.deprovision(backend, ref)
+    assert ref.namespace not in over_quota_roles(admin)
+
+
+def test_inventory_lists_half_made_tenants_and_deprovision_removes_them(
+    make_tenant: MakeTenant,
+    clients: Callable[[Credentials], Client],
+    provider: MongoProvider,
+    backend: Backend,
+    admin: Client,
+) -> None:
+    user_only, _ = make_tenant()  # never wrote: no database
+    data_only, creds = make_tenant()
+    fill(clients(creds), 0.1)
+    admin[data_only.namespace].command("dropUser", data_only.principal)
+    role_only, creds = make_tenant(SMALL)
+    fill(clients(creds), 1.2)
+    provider.enforce(backend, [Tenant(role_only, SMALL, creds.stored)])
+    admin[role_only.namespace].command("dropUser", role_only.principal)
+    admin.drop_database(role_only.namespace)
+    admin["m_not_ours"].things.insert_one({"kept": True})  # not an opaque name
+    half_made = {user_only, data_only, role_only}
+    assert half_made <= set(provider.inventory(backend))
+    for ref in half_made:
+        provider.deprovision(backend, ref)
+    assert not half_made & set(provider.inventory(backend))
+    assert "m_not_ours" in admin.list_database_names()
+    admin.drop_database("m_not_ours")
 
 
 def test_provision_with_wrong_admin_password_raises_backend_down(

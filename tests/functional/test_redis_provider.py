@@ -1,84 +1,35 @@
-"""The Redis provider against a real private redis-server: isolation, quotas, restarts, removal."""
+"""The Redis provider against a real private redis-server: provisioning, quotas, restarts,
+removal, inventory and the server settings it requires. Attacks are in tests/security."""
 
 from __future__ import annotations
 
 import hashlib
-import subprocess
-from collections.abc import Callable, Iterator
+import logging
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 import pytest
 import redis
 
-from chalicelib.models import Backend, BackendRef, Credentials
+from chalicelib.models import Backend
 from chalicelib.providers.base import BackendDownError, Tenant
 from chalicelib.providers.redis import RedisProvider
 from chalicelib.tiers import KindLimits
 from devstack.redis_service import RedisServer
-from devstack.stack import Stack
-from tests.conftest import stack_profile
-from tests.functional.redis_fixtures import LIMITS, connect, key
+from tests.functional import redis_fixtures as rf
+from tests.functional.redis_fixtures import (
+    HOST,
+    MakeTenant,
+    cli,
+    clients_of,
+    connect,
+    key,
+    tenant_of,
+    user_exists,
+)
 
-HOST = f"127.0.0.1:{stack_profile().redis_port}"
-
-REDIS_CLI = "/usr/bin/redis-cli"
-
-
-@pytest.fixture(scope="session")
-def redis_server(stack: Stack) -> RedisServer:
-    return stack.redis
-
-
-@pytest.fixture(scope="session")
-def backend(redis_server: RedisServer) -> Backend:
-    return Backend(
-        name="r1", admin_url=redis_server.admin_url(), public_host=HOST, internal_host=HOST
-    )
-
-
-@pytest.fixture
-def admin(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_server.admin_url())
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def provider() -> RedisProvider:
-    return RedisProvider()
-
-
-Made = tuple[BackendRef, Credentials]
-MakeTenant = Callable[..., Made]
-
-
-@pytest.fixture
-def make_tenant(provider: RedisProvider, backend: Backend) -> Iterator[MakeTenant]:
-    """Provision tenants with fresh names; every one is deprovisioned after the test."""
-    made: list[BackendRef] = []
-
-    def _make(limits: KindLimits = LIMITS) -> Made:
-        ref = provider.new_ref(backend)
-        made.append(ref)
-        return ref, provider.provision(backend, ref, limits)
-
-    yield _make
-    for ref in made:
-        provider.deprovision(backend, ref)
-
-
-def tenant_of(make: MakeTenant, limits: KindLimits) -> tuple[Tenant, redis.Redis, str]:
-    """A provisioned tenant as the quota job sees it, its client and a key of its own."""
-    ref, creds = make(limits)
-    return Tenant(ref, limits, creds.stored), connect(creds), key(creds, "k")
-
-
-def user_exists(admin: redis.Redis, user: str) -> bool:
-    return user in {u.decode() if isinstance(u, bytes) else u for u in admin.acl_users()}
-
-
-def clients_of(admin: redis.Redis, user: str) -> list[int]:
-    return sorted(int(c["id"]) for c in admin.client_list() if c.get("user") == user)
+redis_server, backend, admin, provider = rf.redis_server, rf.backend, rf.admin, rf.provider
+make_tenant = rf.make_tenant
 
 
 def test_provision_returns_prefix_url_and_digest(
@@ -102,60 +53,10 @@ def test_connect_with_connection_url_reads_and_writes_own_keys(make_tenant: Make
     assert client.acl_whoami() == urlsplit(creds.connection_url).username
 
 
-@pytest.mark.parametrize("command", ["GET", "SET", "DEL"])
-def test_touch_other_tenants_key_is_refused(make_tenant: MakeTenant, command: str) -> None:
-    _, mine = make_tenant()
-    _, theirs = make_tenant()
-    connect(theirs).set(key(theirs, "secret"), "s")
-    args = [key(theirs, "secret")] + (["x"] if command == "SET" else [])
-    with pytest.raises(redis.exceptions.NoPermissionError):
-        connect(mine).execute_command(command, *args)
-    assert connect(theirs).get(key(theirs, "secret")) == b"s"
-
-
-SHARED_KEYSPACE_COMMANDS = [
-    ["SCAN", "0"],
-    ["KEYS", "*"],
-    ["FLUSHALL"],
-    ["FLUSHDB"],
-    ["FUNCTION", "FLUSH"],
-    ["SCRIPT", "FLUSH"],
-    ["SELECT", "1"],
-    ["COPY", "{own}", "{own}2", "DB", "1"],
-    ["CONFIG", "GET", "*"],
-    ["DBSIZE"],
-    ["RANDOMKEY"],
-    ["EVAL", "return redis.call('GET', KEYS[1])", "1", "{own}"],
-    ["PUBSUB", "CHANNELS"],
-    ["MEMORY", "STATS"],
-    ["CLIENT", "LIST"],
-    ["CLIENT", "TRACKING", "on", "BCAST"],
-]
-
-
-@pytest.mark.parametrize("command", SHARED_KEYSPACE_COMMANDS, ids=" ".join)
-def test_run_shared_keyspace_command_is_refused(
-    make_tenant: MakeTenant, admin: redis.Redis, command: list[str]
-) -> None:
+def test_redis_cli_as_tenant_sets_and_gets(make_tenant: MakeTenant) -> None:
     _, creds = make_tenant()
-    client = connect(creds)
-    own = key(creds, "k")
-    client.set(own, "v")
-    with pytest.raises(redis.exceptions.NoPermissionError):
-        client.execute_command(*(part.replace("{own}", own) for part in command))
-    assert admin.get(own) == b"v"
-
-
-def test_redis_cli_with_connection_url_sets_and_gets(make_tenant: MakeTenant) -> None:
-    _, creds = make_tenant()
-
-    def cli(*args: str) -> str:
-        cmd = [REDIS_CLI, "--no-auth-warning", "-u", creds.connection_url, *args]
-        return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=10).stdout
-
-    assert cli("SET", key(creds, "cli"), "from-cli").strip() == "OK"
-    assert cli("GET", key(creds, "cli")).strip() == "from-cli"
-    assert "NOPERM" in cli("KEYS", "*")
+    assert cli(creds, "SET", key(creds, "cli"), "from-cli") == "OK"
+    assert cli(creds, "GET", key(creds, "cli")) == "from-cli"
 
 
 def test_usage_counts_only_own_keys(
@@ -173,12 +74,12 @@ def test_enforce_over_quota_revokes_writes_but_keeps_deletes(
     make_tenant: MakeTenant, provider: RedisProvider, backend: Backend
 ) -> None:
     tenant, client, big = tenant_of(make_tenant, KindLimits(1, 10, 1))
-    client.set(big, "x" * 1_500_000)
+    client.rpush(big, *["x" * 500_000] * 3)  # 1.5 MB (one value: at most 1 MiB)
     [usage] = provider.enforce(backend, [tenant])
     assert usage.over_quota and usage.used_bytes > 1024 * 1024
     with pytest.raises(redis.exceptions.NoPermissionError):
         client.set(big + "2", "y")
-    assert client.get(big) is not None  # reads stay
+    assert client.llen(big) == 3  # reads stay
     assert client.delete(big) == 1
 
 
@@ -186,7 +87,7 @@ def test_enforce_back_under_quota_restores_writes(
     make_tenant: MakeTenant, provider: RedisProvider, backend: Backend
 ) -> None:
     tenant, client, big = tenant_of(make_tenant, KindLimits(1, 10, 1))
-    client.set(big, "x" * 1_500_000)
+    client.rpush(big, *["x" * 500_000] * 3)
     provider.enforce(backend, [tenant])
     client.delete(big)
     [usage] = provider.enforce(backend, [tenant])
@@ -200,7 +101,7 @@ def test_enforce_leaves_tenants_under_quota_writable(
     small, small_client, small_key = tenant_of(make_tenant, KindLimits(1, 10, 1))
     big, big_client, big_key = tenant_of(make_tenant, KindLimits(1, 10, 1))
     small_client.set(small_key, "x" * 1000)
-    big_client.set(big_key, "x" * 1_500_000)
+    big_client.rpush(big_key, *["x" * 500_000] * 3)
     usages = provider.enforce(backend, [small, big])
     assert [u.over_quota for u in usages] == [False, True]
     assert small_client.set(small_key, "still writable")
@@ -292,3 +193,95 @@ def test_check_unreachable_backend_raises_backend_down(provider: RedisProvider) 
 
 def test_check_running_backend_passes(provider: RedisProvider, backend: Backend) -> None:
     provider.check(backend)
+
+
+def test_inventory_lists_whole_and_half_made_tenants(
+    make_tenant: MakeTenant, provider: RedisProvider, backend: Backend, admin: redis.Redis
+) -> None:
+    whole, creds = make_tenant()
+    connect(creds).set(key(creds, "k"), "v")
+    user_only, _ = make_tenant()
+    keys_only = provider.new_ref(backend)
+    admin.set(f"{keys_only.namespace}:k", "v")
+    admin.set("not-a-tenant:k", "v")
+    try:
+        listed = provider.inventory(backend)
+        assert {whole, user_only, keys_only} <= set(listed)
+        assert all(r.namespace.startswith("t_") and r.principal.startswith("u_") for r in listed)
+        assert len(listed) == len(set(listed))
+    finally:
+        admin.delete("not-a-tenant:k")
+        provider.deprovision(backend, keys_only)
+
+
+def test_deprovision_removes_any_inventoried_tenant(
+    make_tenant: MakeTenant, provider: RedisProvider, backend: Backend, admin: redis.Redis
+) -> None:
+    user_only, _ = make_tenant()
+    keys_only = provider.new_ref(backend)
+    admin.set(f"{keys_only.namespace}:k", "v")
+    for ref in (user_only, keys_only):
+        provider.deprovision(backend, ref)
+    listed = provider.inventory(backend)
+    assert user_only not in listed and keys_only not in listed
+
+
+def test_deprovision_on_full_server_frees_it(
+    make_tenant: MakeTenant, provider: RedisProvider, backend: Backend, admin: redis.Redis
+) -> None:
+    ref, creds = make_tenant()
+    assert rf.fill_until_oom(connect(creds), creds) > 0
+    provider.deprovision(backend, ref)
+    assert not user_exists(admin, ref.principal)
+    assert list(admin.scan_iter(match=f"{ref.namespace}:*", count=1000)) == []
+    assert admin.set("instanode:probe", "fits") and admin.delete("instanode:probe")
+
+
+@pytest.mark.parametrize(
+    ("setting", "unsafe", "problem"),
+    [
+        ("maxmemory-policy", "allkeys-lru", "maxmemory-policy is 'allkeys-lru'"),
+        ("maxmemory", "0", "maxmemory is 0"),
+        ("proto-max-bulk-len", "512mb", "proto-max-bulk-len is '536870912'"),
+        ("maxmemory-clients", "0", "maxmemory-clients is '0'"),
+    ],
+)
+def test_provision_on_server_without_required_setting_is_refused(
+    provider: RedisProvider,
+    backend: Backend,
+    admin: redis.Redis,
+    setting: str,
+    unsafe: str,
+    problem: str,
+) -> None:
+    unsafe_backend = replace(backend, name=f"r1-{setting}")  # not verified before in this run
+    kept = admin.config_get(setting)[setting]
+    admin.config_set(setting, unsafe)
+    try:
+        with pytest.raises(BackendDownError, match=problem):
+            provider.provision(unsafe_backend, provider.new_ref(unsafe_backend), rf.LIMITS)
+        with pytest.raises(BackendDownError, match=problem):
+            provider.check(unsafe_backend)
+    finally:
+        admin.config_set(setting, kept)
+
+
+def test_check_server_refusing_config_judges_what_info_shows(
+    provider: RedisProvider, backend: Backend, admin: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As on ElastiCache: CONFIG is refused, INFO shows the memory cap and its policy."""
+    admin.execute_command("ACL SETUSER", "cfgless", "on", ">pw", "~*", "&*", "+@all", "-config")
+    url = urlsplit(backend.admin_url)
+    managed = replace(
+        backend, name="r1-managed", admin_url=f"redis://cfgless:pw@{url.netloc.split('@')[1]}/0"
+    )
+    try:
+        with caplog.at_level(logging.WARNING):
+            provider.check(managed)
+        assert "proto-max-bulk-len" in caplog.text
+        admin.config_set("maxmemory-policy", "allkeys-lru")
+        with pytest.raises(BackendDownError, match="maxmemory-policy"):
+            provider.check(replace(managed, name="r1-managed-evicting"))
+    finally:
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.acl_deluser("cfgless")

@@ -1,7 +1,9 @@
-"""Storage in broker mode: /storage/new, POST /storage/{token}/presign, deprovision, usage.
+"""Storage in broker mode: /storage/new, POST /storage/{token}/presign, upload reservations,
+deprovision, usage, inventory.
 
 S3 is moto in-process. moto checks neither signatures nor expiry, so signed URLs are verified
-with botocore's own signer (re-signed at the same time with the same credentials).
+with botocore's own signer (re-signed at the same time with the same credentials); the local
+S3-only server checks them on the wire (tests/security/test_storage_attacks.py).
 """
 
 from __future__ import annotations
@@ -115,13 +117,18 @@ def test_unknown_token_is_404(s3: Any, post: Post) -> None:
     assert status == 404 and body["error"] == "not_found"
 
 
-def _resign(url: str, method: str, amz_date: str, monkeypatch: pytest.MonkeyPatch) -> str:
+def _resign(
+    url: str, method: str, amz_date: str, monkeypatch: pytest.MonkeyPatch, size: int | None = None
+) -> str:
     """The URL botocore's signer makes for the same request, credentials and time."""
     stamp = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ")
     monkeypatch.setattr("botocore.auth.get_current_datetime", lambda: stamp)
     parts = urlsplit(url)
     expires = int(parse_qs(parts.query)["X-Amz-Expires"][0])
-    request = AWSRequest(method=method, url=f"{parts.scheme}://{parts.netloc}{parts.path}")
+    headers = {} if size is None else {"Content-Length": str(size)}
+    request = AWSRequest(
+        method=method, url=f"{parts.scheme}://{parts.netloc}{parts.path}", headers=headers
+    )
     creds = Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
     S3SigV4QueryAuth(creds, "s3", "us-east-1", expires=expires).add_auth(request)
     return str(request.prepare().url)
@@ -133,7 +140,11 @@ def test_signed_url_names_exactly_the_prefixed_key(
 ) -> None:
     created = new_storage(post)
     prefix, key = created["prefix"], "reports/2024/a b+c.txt"
-    status, body, _ = presign(post, created["token"], operation=method, key=key, expires_in=120)
+    size = 42 if method == "PUT" else None
+    sized = {} if size is None else {"content_length": size}
+    status, body, _ = presign(
+        post, created["token"], operation=method, key=key, expires_in=120, **sized
+    )
     assert status == 200, body
     assert body["ok"] is True and body["method"] == method
     assert body["key"] == f"{prefix}/{key}"
@@ -146,19 +157,23 @@ def test_signed_url_names_exactly_the_prefixed_key(
     query = {k: v[0] for k, v in parse_qs(url.query).items()}
     assert query["X-Amz-Algorithm"] == "AWS4-HMAC-SHA256"
     assert query["X-Amz-Expires"] == "120"
-    assert query["X-Amz-SignedHeaders"] == "host"
+    # A PUT is signed for its size: content-length is a signed header.
+    assert query["X-Amz-SignedHeaders"] == ("content-length;host" if size else "host")
     assert query["X-Amz-Credential"].endswith("/us-east-1/s3/aws4_request")
     assert "AWSAccessKeyId" not in query  # not SigV2
+    if size:
+        assert body["content_length"] == size and body["headers"] == {"Content-Length": "42"}
 
-    resigned = _resign(body["url"], method, query["X-Amz-Date"], monkeypatch)
+    date = query["X-Amz-Date"]
+    resigned = _resign(body["url"], method, date, monkeypatch, size)
     assert parse_qs(urlsplit(resigned).query) == parse_qs(url.query)
-    # The same signature does not cover another tenant's key or the other method.
+    # The same signature does not cover another tenant's key, the other method or another size.
     other = body["url"].replace(prefix, "anon/s_" + "0" * 20)
-    assert _sig(_resign(other, method, query["X-Amz-Date"], monkeypatch)) != _sig(body["url"])
+    assert _sig(_resign(other, method, date, monkeypatch, size)) != _sig(body["url"])
     flipped = "GET" if method == "PUT" else "PUT"
-    assert _sig(_resign(body["url"], flipped, query["X-Amz-Date"], monkeypatch)) != _sig(
-        body["url"]
-    )
+    assert _sig(_resign(body["url"], flipped, date, monkeypatch, size)) != _sig(body["url"])
+    if size:
+        assert _sig(_resign(body["url"], method, date, monkeypatch, size + 1)) != _sig(body["url"])
 
 
 def _sig(url: str) -> str:
@@ -181,11 +196,83 @@ def test_over_quota_refuses_uploads_but_not_downloads(s3: Any, post: Post) -> No
     created = new_storage(post)
     s3.put_object(Bucket=BUCKET, Key=f"{created['prefix']}/big.bin", Body=b"\0" * (10 * MIB))
     for op in ("PUT", "POST"):
-        status, body, _ = presign(post, created["token"], operation=op, key="more.bin")
+        status, body, _ = presign(
+            post, created["token"], operation=op, key="more.bin", content_length=0
+        )
         assert status == 403, body
         assert body["error"] == "storage_quota_exceeded" and body["agent_action"]
     status, body, _ = presign(post, created["token"], operation="GET", key="big.bin")
     assert status == 200 and body["method"] == "GET"
+
+
+@pytest.mark.parametrize("value", [None, -1, "10", 1.5, True])
+def test_put_presign_needs_an_exact_content_length(s3: Any, post: Post, value: Any) -> None:
+    token = new_storage(post)["token"]
+    sized = {} if value is None else {"content_length": value}
+    status, body, _ = presign(post, token, operation="PUT", key="a.bin", **sized)
+    assert status == 400 and body["error"] == "bad_request", body
+    assert "content_length" in body["message"] and "content_length" in body["agent_action"]
+
+
+def test_upload_larger_than_the_bytes_left_is_refused(s3: Any, post: Post) -> None:
+    created = new_storage(post)
+    s3.put_object(Bucket=BUCKET, Key=f"{created['prefix']}/old.bin", Body=b"x" * 1000)
+    left = 10 * MIB - 1000
+    for op in ("PUT", "POST"):
+        status, body, _ = presign(
+            post, created["token"], operation=op, key="new.bin", content_length=left + 1
+        )
+        assert status == 403 and body["error"] == "storage_quota_exceeded", body
+        assert body["remaining_bytes"] == left and body["used_bytes"] == 1000
+        assert str(left) in body["agent_action"]
+
+
+def test_live_upload_urls_reserve_their_bytes(s3: Any, post: Post) -> None:
+    """URLs minted before any upload cannot together carry more than the limit."""
+    token = new_storage(post)["token"]
+    six = 6 * MIB
+    assert presign(post, token, operation="PUT", key="a.bin", content_length=six)[0] == 200
+    status, body, _ = presign(post, token, operation="PUT", key="b.bin", content_length=six)
+    assert status == 403 and body["reserved_bytes"] == six, body
+    assert body["remaining_bytes"] == 10 * MIB - six
+    # The same key again costs nothing more: it holds one object at a time.
+    assert presign(post, token, operation="PUT", key="a.bin", content_length=six)[0] == 200
+    status, body, _ = presign(post, token, operation="POST", key="c.bin")
+    assert status == 200 and body["max_bytes"] == 10 * MIB - six
+    status, body, _ = presign(post, token, operation="PUT", key="d.bin", content_length=1)
+    assert status == 403 and body["remaining_bytes"] == 0, body
+    assert presign(post, token, operation="GET", key="a.bin")[0] == 200
+
+
+def test_reservations_end_with_their_urls(
+    s3: Any, post: Post, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = float(int(time.time()))
+    monkeypatch.setattr(storage_routes, "time", SimpleNamespace(time=lambda: now))
+    token = new_storage(post)["token"]
+    status, _, _ = presign(post, token, operation="POST", key="a.bin", expires_in=60)
+    assert status == 200
+    assert presign(post, token, operation="PUT", key="b.bin", content_length=1)[0] == 403
+    monkeypatch.setattr(storage_routes, "time", SimpleNamespace(time=lambda: now + 61))
+    status, body, _ = presign(post, token, operation="PUT", key="b.bin", content_length=MIB)
+    assert status == 200, body
+
+
+def test_a_stored_key_counts_once_against_its_reservation(s3: Any, post: Post) -> None:
+    created = new_storage(post)
+    token = created["token"]
+    assert presign(post, token, operation="PUT", key="a.bin", content_length=4 * MIB)[0] == 200
+    s3.put_object(Bucket=BUCKET, Key=f"{created['prefix']}/a.bin", Body=b"\0" * (4 * MIB))
+    status, body, _ = presign(post, token, operation="PUT", key="b.bin", content_length=6 * MIB)
+    assert status == 200, body
+
+
+def test_post_form_accepts_a_smaller_maximum(s3: Any, post: Post) -> None:
+    token = new_storage(post)["token"]
+    status, body, _ = presign(post, token, operation="POST", key="a.bin", content_length=1000)
+    assert status == 200 and body["max_bytes"] == 1000
+    policy = json.loads(base64.b64decode(body["fields"]["policy"]))
+    assert ["content-length-range", 0, 1000] in policy["conditions"]
 
 
 def test_rate_limit_is_60_per_minute_per_token(
@@ -223,6 +310,28 @@ def test_deprovision_deletes_every_object_under_the_prefix_only(s3: Any) -> None
     left = s3.list_objects_v2(Bucket=BUCKET)
     assert sorted(o["Key"] for o in left.get("Contents", [])) == sorted(kept)
     assert provider.usage(backend(), ref) == 0
+
+
+def test_inventory_lists_every_tenant_prefix_holding_objects(s3: Any) -> None:
+    from chalicelib.providers.base import Inventoried
+
+    provider = deps.get_provider(Kind.STORAGE)
+    assert isinstance(provider, Inventoried)
+    refs = [provider.new_ref(backend()) for _ in range(3)]
+    for i, ref in enumerate(refs):
+        for n in range(i + 1):
+            s3.put_object(Bucket=BUCKET, Key=f"{ref.namespace}/d/{n}.txt", Body=b"x")
+    for other in ("deploy/ctx.tar.gz", "anon/not-a-tenant/x", "anon/s_short/x", "top.txt"):
+        s3.put_object(Bucket=BUCKET, Key=other, Body=b"x")
+    listed = provider.inventory(backend())
+    assert sorted(r.namespace for r in listed) == sorted(r.namespace for r in refs)
+    assert all(r.backend == "s3" and r.principal == "" for r in listed)
+
+    for ref in listed:
+        provider.deprovision(backend(), ref)
+    assert provider.inventory(backend()) == []
+    left = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert left == {"deploy/ctx.tar.gz", "anon/not-a-tenant/x", "anon/s_short/x", "top.txt"}
 
 
 def test_enforce_reports_usage_and_over_quota(s3: Any) -> None:

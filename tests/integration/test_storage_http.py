@@ -1,10 +1,6 @@
 """Storage over HTTP as an agent sees it: provision, presign, upload and download with plain
-``requests`` against the stack's moto server.
-
-moto checks neither presigned signatures, expiry nor a presigned POST's policy conditions
-(moto 5.2: no ``content-length-range`` handling), so the over-limit POST test asserts the signed
-policy's condition when moto accepts the upload.
-"""
+``requests`` against the stack's S3-only server, which checks signatures, expiry and a presigned
+POST's policy as S3 does (devstack/s3_auth.py); the attacks are tests/security/."""
 
 from __future__ import annotations
 
@@ -52,7 +48,14 @@ def test_put_then_get_through_presigned_urls(api: str) -> None:
     assert created["mode"] == "broker" and "access_key_id" not in created
     data = os.urandom(4096) + "é/ünïcode".encode()
 
-    put = _presign(api, created["token"], operation="PUT", key="dir/blob.bin", expires_in=60)
+    put = _presign(
+        api,
+        created["token"],
+        operation="PUT",
+        key="dir/blob.bin",
+        expires_in=60,
+        content_length=len(data),
+    )
     assert put["key"] == f"{created['prefix']}/dir/blob.bin"
     assert requests.put(put["url"], data=data, timeout=30).status_code == 200
 
@@ -67,34 +70,36 @@ def test_presigned_post_within_and_over_the_limit(api: str, stack: Stack) -> Non
     token, prefix = created["token"], created["prefix"]
     bucket = urlsplit(created["connection_url"]).path.split("/")[1]
 
-    form = _presign(api, token, operation="POST", key="small.txt")
-    assert form["max_bytes"] == 10 * MIB
-    files = {"file": ("small.txt", b"within the limit")}
+    small = b"within the limit"
+    form = _presign(api, token, operation="POST", key="small.txt", content_length=len(small))
+    assert form["max_bytes"] == len(small)  # a form reserves its maximum until it expires
+    files = {"file": ("small.txt", small)}
     ok = requests.post(form["url"], data=form["fields"], files=files, timeout=30)
     assert ok.status_code in (200, 201, 204), ok.text
     got = requests.get(_presign(api, token, operation="GET", key="small.txt")["url"], timeout=30)
     assert got.content == b"within the limit"
 
     # Fill the prefix to 10 bytes below its limit, then try to POST 11 bytes.
-    filler = 10 * MIB - 10 - len(b"within the limit")
+    filler = 10 * MIB - 10 - len(small)
     _admin_s3(stack).put_object(Bucket=bucket, Key=f"{prefix}/filler.bin", Body=b"\0" * filler)
     form = _presign(api, token, operation="POST", key="big.bin")
     assert form["max_bytes"] == 10
     policy = json.loads(base64.b64decode(form["fields"]["policy"]))
     assert ["content-length-range", 0, 10] in policy["conditions"]
-    payload = secrets.token_bytes(11)
     over = requests.post(
-        form["url"], data=form["fields"], files={"file": ("big.bin", payload)}, timeout=30
+        form["url"],
+        data=form["fields"],
+        files={"file": ("big.bin", secrets.token_bytes(11))},
+        timeout=30,
     )
-    if over.status_code >= 400:  # a real S3 (or a moto that checks the policy)
-        assert over.status_code == 400 and "EntityTooLarge" in over.text
-    else:  # moto accepted it: it does not enforce content-length-range (see module docstring)
-        assert len(payload) > 10  # over the signed content-length-range [0, 10] asserted above
+    assert over.status_code == 400 and "EntityTooLarge" in over.text
 
-    # Once at (or over) the limit, uploads are refused and downloads still work.
+    # The 10 bytes are reserved by that form until it expires: no other upload is signed, and
+    # downloads still work.
     refused = requests.post(
-        f"{api}/storage/{token}/presign", json={"operation": "PUT", "key": "x"}, timeout=30
+        f"{api}/storage/{token}/presign",
+        json={"operation": "PUT", "key": "x", "content_length": 1},
+        timeout=30,
     )
-    if over.status_code < 400:
-        assert refused.status_code == 403 and refused.json()["error"] == "storage_quota_exceeded"
+    assert refused.status_code == 403 and refused.json()["error"] == "storage_quota_exceeded"
     assert _presign(api, token, operation="GET", key="filler.bin")["method"] == "GET"
