@@ -82,19 +82,6 @@ def mongo_alone() -> Iterator[MongoServer]:
             server.down()
 
 
-@pytest.fixture(scope="module")
-def mongo_server() -> Iterator[MongoServer]:
-    with mongo_alone() as server:
-        yield server
-
-
-@pytest.fixture
-def tenants(mongo_server: MongoServer) -> Iterator[Tenants]:
-    made = Tenants(mongo_server)
-    yield made
-    made.close()
-
-
 @dataclass(frozen=True)
 class Scene:
     """Attacker A and victim B, whose ``victim`` collection A tries to reach."""

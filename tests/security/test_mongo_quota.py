@@ -11,35 +11,19 @@ README's limits table; ``INSTANODE_QUOTA_INTERVAL`` sets the pass interval (5 s 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
-import pytest
 from pymongo.errors import OperationFailure
 
 from chalicelib.models import Kind
 from chalicelib.providers.base import Tenant as QuotaTenant
 from chalicelib.tiers import default_tiers
-from devstack.mongo_service import MongoServer
 from tests.security.quota_bound import measure_bound
-from tests.security.test_mongo_attacks import UNAUTHORIZED, Tenant, Tenants, mongo_alone
+from tests.security.test_mongo_attacks import UNAUTHORIZED, Tenant, Tenants
 
 INTERVAL = float(os.environ.get("INSTANODE_QUOTA_INTERVAL", "5"))
 LIMITS = default_tiers()["anonymous"].limits(Kind.MONGODB)  # the spec's 5 MB
 CHUNK_DOCUMENTS, DOCUMENT_BYTES = 4, 100_000  # one write: insert_many of 400 KB
 PASS_SECONDS = 30  # a generous ceiling on one quota pass (dbStats of what was written)
-
-
-@pytest.fixture(scope="module")
-def mongo_server() -> Iterator[MongoServer]:
-    with mongo_alone() as server:
-        yield server
-
-
-@pytest.fixture
-def tenants(mongo_server: MongoServer) -> Iterator[Tenants]:
-    made = Tenants(mongo_server)
-    yield made
-    made.close()
 
 
 def write_chunk(tenant: Tenant) -> bool:
