@@ -3,10 +3,16 @@
   python -m chalicelib.admin set-tier --email you@example.com --tier hobby
   python -m chalicelib.admin set-tier --team team_0123... --tier pro
   python -m chalicelib.admin show-team --email you@example.com
+  python -m chalicelib.admin seal-tokens
 
 ``set-tier`` does what a paid billing webhook does: the team's tier, every live resource's tier
 and expiry (paid tiers clear the TTL) and the limits on the backend servers. Locally:
 ``make tier EMAIL=you@example.com TIER=hobby`` runs it against the dev stack.
+
+``seal-tokens`` finishes the move of bearer tokens off the tables, once, after an upgrade from a
+version that stored them in clear: every resource record keeps only the token's hash and its
+sealed copy, and stored webhook requests lose the token from their path (the API rewrites a
+record when it reads it anyway; this reaches the ones nobody reads). Safe to run again.
 """
 
 from __future__ import annotations
@@ -16,12 +22,16 @@ import json
 import sys
 from collections.abc import Sequence
 
-from chalicelib.deps import get_accounts, get_teams
+from chalicelib.config import get_settings
+from chalicelib.deps import get_accounts, get_dynamo, get_teams
+from chalicelib.providers.webhook import open_inbox
+from chalicelib.store import ResourceStore
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chalicelib.admin", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("seal-tokens", help="hash and seal tokens stored in clear")
     for name in ("set-tier", "show-team"):
         command = commands.add_parser(name)
         who = command.add_mutually_exclusive_group(required=True)
@@ -30,6 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name == "set-tier":
             command.add_argument("--tier", required=True, help="anonymous, free, hobby or pro")
     args = parser.parse_args(argv)
+    if args.command == "seal-tokens":
+        sealed = ResourceStore(get_dynamo(), get_settings()).seal_plain_tokens()
+        redacted = open_inbox().redact_token_paths()
+        print(json.dumps({"records_sealed": sealed, "request_paths_redacted": redacted}))
+        return 0
     team_id = args.team
     if args.email:
         user = get_accounts().user_by_email(args.email.strip().lower())

@@ -37,6 +37,7 @@ from chalicelib.errors import BackendUnavailableError
 
 APP_PREFIX = 26  # an app network: 62 addresses, for a stack of at most 5 services
 PODMAN_BRIDGES = "cni-podman+"
+CNI_FORWARD, CNI_COMMENT = "CNI-FORWARD", "CNI firewall plugin rules"
 _LOCK = Path("/run/lock/instanode-firewall.lock")
 
 INPUT, FORWARD, EDGE, NETS, DENY = (
@@ -104,10 +105,29 @@ def held() -> Iterator[None]:
         yield
 
 
-def _ensure(chain: str, rule: Iterable[str], table: str = "filter", first: bool = False) -> None:
+def _ensure(chain: str, rule: Iterable[str]) -> None:
     spec = list(rule)
-    if iptables("-C", chain, *spec, table=table).returncode != 0:
-        _must("-I" if first else "-A", chain, *(["1"] if first else []), *spec, table=table)
+    if iptables("-C", chain, *spec).returncode != 0:
+        _must("-A", chain, *spec)
+
+
+def _on_top(chain: str, rules: list[tuple[str, ...]], table: str = "filter") -> None:
+    """Make ``rules`` the chain's first rules (any order), never leaving a moment without them:
+    a rule another program inserted at the top since (a network plugin's ``ACCEPT``) would
+    otherwise decide before them. Each is written as ``iptables -S`` prints it."""
+
+    def listed() -> list[tuple[str, ...]]:
+        lines = iptables("-S", chain, table=table).stdout.splitlines()
+        return [tuple(shlex.split(line)[2:]) for line in lines if line.startswith("-A ")]
+
+    if set(listed()[: len(rules)]) == set(rules):
+        return
+    for rule in reversed(rules):
+        _must("-I", chain, "1", *rule, table=table)
+    # the copies further down go, the lowest first, so the numbers above them hold
+    for number, rule in reversed(list(enumerate(listed(), start=1))[len(rules) :]):
+        if rule in rules:
+            _must("-D", chain, str(number), table=table)
 
 
 def _chain(name: str) -> None:
@@ -140,11 +160,16 @@ def ensure_base(layout: Layout) -> None:
         _ensure(FORWARD, ("-d", pool, "-j", DENY))
         _ensure(FORWARD, ("-s", pool, "-d", "169.254.0.0/16", "-j", DENY))
         _ensure(FORWARD, ("-s", pool, "-o", PODMAN_BRIDGES, "-j", DENY))
-        _ensure("INPUT", ("-s", pool, "-j", INPUT), first=True)
-        _ensure("FORWARD", ("-d", pool, "-j", FORWARD), first=True)
-        _ensure("FORWARD", ("-s", pool, "-j", FORWARD), first=True)
+        # podman's CNI firewall plugin accepts everything from and to each container it
+        # starts, by a jump it inserts at the top of FORWARD when that jump is missing
+        # (containernetworking/plugins, meta/firewall/iptables.go): made here below ours, it
+        # is found and never inserted above them
+        _chain(CNI_FORWARD)
+        _ensure("FORWARD", ("-m", "comment", "--comment", CNI_COMMENT, "-j", CNI_FORWARD))
+        _on_top("INPUT", [("-s", pool, "-j", INPUT)])
+        _on_top("FORWARD", [("-s", pool, "-j", FORWARD), ("-d", pool, "-j", FORWARD)])
         spoofed = ("-i", PODMAN_BRIDGES, "-m", "rpfilter", "--invert", "-j", "DROP")
-        _ensure("PREROUTING", spoofed, table="raw", first=True)
+        _on_top("PREROUTING", [spoofed], table="raw")
 
 
 def _tagged(tag: str) -> tuple[str, str, str, str]:

@@ -36,6 +36,7 @@ from chalicelib.deploy.classify import classify_build, classify_runtime
 from chalicelib.deploy.podman import (
     app_lines,
     container_of,
+    image_of,
     inspect,
     podman,
     remove_network,
@@ -46,6 +47,7 @@ from chalicelib.errors import BackendUnavailableError
 WORKER_MARK = "[instanode] "  # the worker's own lines in build.log (left out of classification)
 _SLUG = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 _ROOT = Path(__file__).resolve().parents[2]  # where `python -m chalicelib...` imports from
+PODMAN_STEP_SECONDS = 150  # the longest a worker's podman step runs (``podman run``'s 120 s)
 _WORKER_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "XDG_RUNTIME_DIR", "CONTAINERS_CONF")
 
 
@@ -320,11 +322,8 @@ class LocalBackend:
 
     def remove(self, slug: str) -> None:
         app_dir = self._app_dir(slug)
-        for revision_dir in app_dir.glob("[0-9]*"):
-            pid = self._worker_pid(Paths(revision_dir))
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
+        workers = [self._worker_pid(Paths(revision_dir)) for revision_dir in app_dir.glob("[0-9]*")]
+        stop_workers([pid for pid in workers if pid is not None], slug)
         # every container of the app carries the label (a parked one too); ids only: podman 4.3
         # removes nothing at all when one of the names it is given does not exist
         listed = podman("ps", "-aq", "--filter", f"label=instanode.app={slug}").stdout.split()
@@ -369,6 +368,42 @@ class LocalBackend:
 
     def _paths(self, slug: str, revision: int) -> Paths:
         return Paths(self._app_dir(slug) / str(int(revision)))
+
+
+def stop_workers(pids: list[int], slug: str) -> None:
+    """Stop an app's workers without cutting a podman step of theirs short: podman killed in the
+    middle of ``run`` or ``start`` leaves the container's port forwarding in the nat table (a
+    DNAT rule to a gone address, so the next app given that host port answers nothing, or with
+    another app's page). The workers go at once, their builds (buildah, each leading a session
+    of its own) too; a podman step naming the app takes seconds and is waited for."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + PODMAN_STEP_SECONDS
+    while steps := [(pid, argv[0]) for pid, argv in _processes() if _acts_on(argv, slug)]:
+        for pid, program in steps:
+            if program.endswith("buildah") or time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)  # a build leads its session
+        time.sleep(0.1)
+
+
+def _processes() -> Iterator[tuple[int, list[str]]]:
+    """(pid, argv) of every process of this machine that is not gone."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                if argv[0]:
+                    yield int(entry.name), [a.decode(errors="replace") for a in argv]
+
+
+def _acts_on(argv: list[str], slug: str) -> bool:
+    """A podman or buildah command of a worker of ``slug`` (by its container or image name)."""
+    if Path(argv[0]).name not in ("podman", "buildah"):
+        return False
+    names = (container_of(slug), spare_of(slug))
+    return any(a in names or a.startswith(image_of(slug, "")) for a in argv[1:])
 
 
 def _bindable(port: int) -> bool:

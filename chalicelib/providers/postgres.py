@@ -264,7 +264,7 @@ class PostgresProvider:
         self._extensions = _EXTENSIONS[kind]
         self._template = f"instanode_template_{kind.value}"
         self._marker = f"instanode:{kind.value}"
-        self._prepared: set[str] = set()
+        self._prepared: set[tuple[str, str]] = set()  # (name, admin_url): a server each
 
     def new_ref(self, backend: Backend) -> BackendRef:
         return opaque_ref(backend, "db", "u")
@@ -372,7 +372,7 @@ class PostgresProvider:
         """Once per server: create this kind's template if missing, close it and the system
         databases to tenants, and end tenant sessions already in them (serialised by an
         advisory lock)."""
-        if backend.name in self._prepared:
+        if (backend.name, backend.admin_url) in self._prepared:
             return
         version = int(conn.run("SHOW server_version_num")[0][0])
         if version < MIN_SERVER_VERSION:
@@ -397,7 +397,7 @@ class PostgresProvider:
             )
         finally:
             conn.run("SELECT pg_advisory_unlock(hashtext(:t))", t=self._template)
-        self._prepared.add(backend.name)
+        self._prepared.add((backend.name, backend.admin_url))
 
     def _create_template(self, backend: Backend, conn: Any) -> None:
         conn.run(f"CREATE DATABASE {_ident(self._template)}")
@@ -534,11 +534,11 @@ def scram_verifier(password: str) -> str:
 
 # -- admin connections: a small pool per backend (Lambda reuses it across invocations) --------
 IDLE_CHECK_SECONDS = 30
-_pools: dict[tuple[str, str], queue.LifoQueue[tuple[Any, float]]] = {}
+_pools: dict[tuple[str, str, str], queue.LifoQueue[tuple[Any, float]]] = {}
 _pools_lock = threading.Lock()
 
 
-def _pool(key: tuple[str, str]) -> queue.LifoQueue[tuple[Any, float]]:
+def _pool(key: tuple[str, str, str]) -> queue.LifoQueue[tuple[Any, float]]:
     with _pools_lock:
         return _pools.setdefault(key, queue.LifoQueue())
 
@@ -593,7 +593,7 @@ def admin_connection(
     backend: Backend, database: str | None = None, pooled: bool = True
 ) -> Iterator[Any]:
     """An autocommit admin connection; broken connections are dropped, healthy ones reused."""
-    pool = _pool((backend.name, database or ""))
+    pool = _pool((backend.name, backend.admin_url, database or ""))
     conn = (_checkout(pool) if pooled else None) or _connect(backend.admin_url, database)
     try:
         yield conn

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import boto3
@@ -30,21 +31,32 @@ from devstack.stack import Stack
 from tests.conftest import fresh_ip
 
 
-@pytest.fixture
-def app_env(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+@contextmanager
+def platform_on(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """The stack's environment with the platform's tables in moto's in-process DynamoDB (each
+    test starts empty); the data servers and S3 are the stack's real ones. On the way out the
+    reaper removes every backend object the test's records hold."""
     env = {k: v for k, v in stack.env().items() if k != "AWS_ENDPOINT_URL"}
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     with mock_aws():
+        # mock_aws swaps in fake credentials; the real local S3 behind the storage backend
+        # checks signatures and trusts only the stack's key
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            monkeypatch.setenv(key, env[key])
         create_tables(boto3.client("dynamodb"), env["INSTANODE_TABLE_PREFIX"])
         deps.reset()
         yield env
-        # Remove every database this test made: expire all records as if 3 days had passed.
-        Reaper(
-            settings(), deps.get_dynamo(), deps.get_provider, lambda: time.time() + 3 * 86400
-        ).run()
+        later = time.time() + 3 * 86400  # every record's object goes with it
+        Reaper(settings(), deps.get_dynamo(), deps.get_provider, lambda: later).run()
     deps.reset()
+
+
+@pytest.fixture
+def app_env(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    with platform_on(stack, monkeypatch) as env:
+        yield env
 
 
 def settings() -> Settings:

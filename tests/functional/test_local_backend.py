@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 import requests
 
 from chalicelib.config import DeploySettings
+from chalicelib.deploy import firewall
 from chalicelib.deploy.backend import BuildSpec, DeployStatus, Observed, PodLimits
 from chalicelib.deploy.baseimage import BUSYBOX_IMAGE, ensure_busybox_image
 from chalicelib.deploy.local import LocalBackend
@@ -458,6 +460,40 @@ def test_remove_during_a_redeploy_removes_the_parked_container_too(deployer: Dep
 
     assert containers_of(slug) == []
     assert not (Path(deployer.settings.state_dir) / slug).exists()
+
+
+def test_remove_while_podman_starts_the_app_leaves_no_port_forwarding(deployer: Deployer) -> None:
+    """podman cut short in ``run`` leaves its DNAT rule, and the next app on that host port would
+    get another's traffic: remove lets the step finish, then removes the container."""
+    slug = new_slug()
+    deployer.start(slug, 1, site("starting"))
+    port, name = deployer.port(slug), container_of(slug)
+    deadline = time.monotonic() + 60
+    while not (running("run", "--name", name) and forwarded(port)):  # podman is in mid-run
+        assert time.monotonic() < deadline, "the worker never ran podman run"
+        time.sleep(0.01)
+
+    deployer.backend.remove(slug)
+
+    assert not forwarded(port), firewall.iptables("-S", table="nat").stdout
+    assert podman("ps", "-aq", "--filter", f"label=instanode.app={slug}").stdout == ""
+
+
+def forwarded(port: int) -> bool:
+    """A DNAT rule forwards the host port (to a container)."""
+    return bool(re.search(rf"--dports? {port}\b", firewall.iptables("-S", table="nat").stdout))
+
+
+def running(*words: str) -> bool:
+    """Some process of this machine has each of ``words`` in its argv."""
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if entry.name.isdigit() and all(word in argv for word in words):
+            return True
+    return False
 
 
 def test_remove_twice_is_fine(deployer: Deployer) -> None:

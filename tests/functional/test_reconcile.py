@@ -16,9 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from chalicelib import deps, service
 from chalicelib.config import DeploySettings, Settings
@@ -34,15 +32,13 @@ from chalicelib.providers import nats
 from chalicelib.providers.base import Inventoried
 from chalicelib.store import ResourceStore
 from chalicelib.tiers import all_tiers
-from devstack.aws import create_tables
 from devstack.stack import Stack
 from tests.conftest import stack_profile
 from tests.faults import FaultProxy
-from tests.functional.conftest import caller, key_for, make_service, request
+from tests.functional.conftest import caller, key_for, make_service, platform_on, request
 
 KINDS = [Kind.POSTGRES, Kind.REDIS, Kind.MONGODB, Kind.QUEUE]
 MAX_POINTS = 40  # more client messages than any provision sends
-POINT_STEP = 2  # every other message: each point costs a failed provision and its clean-up
 
 
 @pytest.fixture(scope="module")
@@ -56,22 +52,12 @@ def faults_stack() -> Iterator[Stack]:
 
 @pytest.fixture
 def env(faults_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    for key, value in faults_stack.env().items():
-        if key != "AWS_ENDPOINT_URL":
-            monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.setenv("INSTANODE_RECONCILE_GRACE_SECONDS", "0")
     monkeypatch.setattr(service, "ROLL_BACK_PAUSE_SECONDS", 0.05)
     monkeypatch.setattr(nats, "REQUEST_TIMEOUT_SECONDS", 1)  # answers the fault swallowed
     monkeypatch.setattr(nats, "CONNECT_TIMEOUT_SECONDS", 1)
-    with mock_aws():
-        create_tables(boto3.client("dynamodb"), "instanode")
-        deps.reset()
-        settings = deps.get_settings()
-        yield settings
-        later = time.time() + 3 * 86400  # every record's object goes with it
-        Reaper(settings, deps.get_dynamo(), deps.get_provider, lambda: later).run()
-    deps.reset()
+    with platform_on(faults_stack, monkeypatch):
+        yield deps.get_settings()
 
 
 def proxied(backend: Backend, proxy: FaultProxy) -> Backend:
@@ -129,8 +115,10 @@ def test_a_backend_dying_at_any_point_leaves_no_orphan(
         config = replace(env, backends={**env.backends, kind: (proxied(real, proxy),)})
         db = deps.get_dynamo()
         svc = make_service(config=config)
-        failed = 0
-        for point in range(1, MAX_POINTS, POINT_STEP):
+        hits = failed = 0
+        # each point costs a failed provision and its clean-up: Postgres's, about forty
+        # messages long, is cut at every other one
+        for point in range(1, MAX_POINTS, 2 if kind is Kind.POSTGRES else 1):
             proxy.arm(point, heal_after)
             who, req = caller(), request(kind)
             try:
@@ -140,14 +128,16 @@ def test_a_backend_dying_at_any_point_leaves_no_orphan(
                 failed += 1
             except Exception:  # a provider error other than the backend's (e.g. NATS refusal)
                 failed += 1
-            done = not proxy.hit
+            done, hits = not proxy.hit, hits + proxy.hit
             proxy.restore()
             Reconciler(config, db, deps.get_provider).run()
             assert objects(config, kind) <= records(config, db, kind)
             assert records(config, db, kind, Status.ACTIVE) <= objects(config, kind)
             if done:
                 break
-        assert failed >= 2, "the fault never hit a provision"
+        # on a pooled connection a MongoDB provision is one message; a client that retries on
+        # a fresh connection (redis-py, pymongo) may succeed once the server is back
+        assert hits >= 1 and (failed >= 1 or heal_after is not None), (hits, failed)
         later = time.time() + config.provisioning_lease_seconds + 3 * 86400
         Reaper(config, db, deps.get_provider, lambda: later).run()
         assert records(config, db, kind) == set()

@@ -4,9 +4,6 @@ through the stack's SMTP server, credentials are tried on the real Postgres/Redi
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from typing import Any
 
@@ -16,9 +13,9 @@ import redis
 import requests
 
 from chalicelib.billing import razorpay_signature
-from devstack.stack import ROOT, Stack
+from devstack.stack import Stack
 from tests.conftest import connect, fresh_ip, magic_link
-from tests.integration.conftest import provision
+from tests.integration.conftest import admin, provision
 
 pytestmark = pytest.mark.integration
 
@@ -47,15 +44,7 @@ def claim(api: str, stack: Stack, upgrade_jwt: str, email: str) -> requests.Sess
 
 
 def set_tier(stack: Stack, email: str, tier: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-m", "chalicelib.admin", "set-tier", "--email", email, "--tier", tier],
-        cwd=ROOT,
-        env={**os.environ, **stack.env()},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return dict(json.loads(out.stdout))
+    return admin(stack, "set-tier", "--email", email, "--tier", tier)
 
 
 def test_claim_then_upgrade_keeps_the_database_and_raises_its_limits(
