@@ -1,5 +1,6 @@
-"""Helpers for the NATS provider's functional tests: how a tenant connects, and what the server
-holds (listed as the system user, with nats-py only, not through the code under test)."""
+"""Fixtures and helpers for the NATS provider's tests (functional and tests/security): tenants on
+the test stack's server, how a tenant connects, and what the server holds (listed as the system
+user, with nats-py only, not through the code under test)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,55 @@ import asyncio
 import base64
 import json
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import nkeys  # type: ignore[import-untyped]
+import pytest
 from nats.aio.client import Client, RawCredentials
 
-from chalicelib.models import Backend, Credentials
+from chalicelib.models import Backend, BackendRef, Credentials
+from chalicelib.providers.nats import NatsProvider
 from chalicelib.tiers import KindLimits
+from devstack.nats_service import NatsServer
+from devstack.stack import Stack
 
 LIMITS = KindLimits(storage_mb=8, connections=5, max_resources=None)
 MIB = 1 << 20
+
+Tenant = tuple[BackendRef, Credentials]
+MakeTenant = Callable[..., Tenant]
+
+
+@pytest.fixture(scope="module")
+def server(stack: Stack) -> NatsServer:
+    return stack.nats
+
+
+@pytest.fixture(scope="module")
+def backend(server: NatsServer) -> Backend:
+    return server.backend()
+
+
+@pytest.fixture
+def provider() -> NatsProvider:
+    return NatsProvider()
+
+
+@pytest.fixture
+def tenant(backend: Backend, provider: NatsProvider) -> Iterator[MakeTenant]:
+    """Provision queues (``limits`` optional); every one is removed after the test."""
+    made: list[BackendRef] = []
+
+    def make(limits: KindLimits = LIMITS) -> Tenant:
+        ref = provider.new_ref(backend)
+        made.append(ref)
+        return ref, provider.provision(backend, ref, limits)
+
+    yield make
+    for ref in made:
+        provider.deprovision(backend, ref)
 
 
 def creds_text(creds: Credentials) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import nats.errors
@@ -14,61 +14,29 @@ import nats.js.errors
 import nkeys  # type: ignore[import-untyped]
 import pytest
 from nats.aio.client import RawCredentials
-from nats.aio.msg import Msg
 
 from chalicelib import natsjwt
-from chalicelib.models import Backend, BackendRef, Credentials
+from chalicelib.models import Backend
 from chalicelib.natsjwt import KeyPair
 from chalicelib.providers.base import BackendDownError
 from chalicelib.providers.nats import NatsError, NatsProvider
 from chalicelib.tiers import KindLimits
 from devstack.nats_service import NatsServer
-from devstack.stack import Stack
 from tests.conftest import stack_profile
+from tests.functional import nats_fixtures as nf
 from tests.functional.nats_fixtures import (
     LIMITS,
     MIB,
+    MakeTenant,
     creds_text,
     free_port,
     jwt_and_seed_auth,
     listed_accounts,
     login_round_trip,
-    round_trip,
     tenant_client,
 )
 
-Tenant = tuple[BackendRef, Credentials]
-MakeTenant = Callable[..., Tenant]
-
-
-@pytest.fixture(scope="module")
-def server(stack: Stack) -> NatsServer:
-    return stack.nats
-
-
-@pytest.fixture(scope="module")
-def backend(server: NatsServer) -> Backend:
-    return server.backend()
-
-
-@pytest.fixture
-def provider() -> NatsProvider:
-    return NatsProvider()
-
-
-@pytest.fixture
-def tenant(backend: Backend, provider: NatsProvider) -> Iterator[MakeTenant]:
-    """Provision queues (``limits`` optional); every one is removed after the test."""
-    made: list[BackendRef] = []
-
-    def make(limits: KindLimits = LIMITS) -> Tenant:
-        ref = provider.new_ref(backend)
-        made.append(ref)
-        return ref, provider.provision(backend, ref, limits)
-
-    yield make
-    for ref in made:
-        provider.deprovision(backend, ref)
+server, backend, provider, tenant = nf.server, nf.backend, nf.provider, nf.tenant
 
 
 def test_encode_signs_with_the_issuer_key() -> None:
@@ -101,49 +69,6 @@ def test_connect_with_jwt_and_seed_round_trips(tenant: MakeTenant) -> None:
     secret = creds.extra["credentials"]
     auth = jwt_and_seed_auth(secret["nats_jwt"], secret["nats_nkey"])
     assert login_round_trip(creds.connection_url, **auth) == b"hello"
-
-
-def test_subscribe_all_receives_nothing_of_another_tenant(tenant: MakeTenant) -> None:
-    (_, first), (_, second) = tenant(), tenant()
-
-    async def scenario() -> tuple[bytes, list[str]]:
-        leaked: list[str] = []
-
-        async def spy(msg: Msg) -> None:
-            leaked.append(msg.subject)
-
-        async with tenant_client(first) as a, tenant_client(second) as b:
-            await b.subscribe(">", cb=spy)
-            await b.flush()
-            own = await round_trip(a, "orders.new")
-            await asyncio.sleep(0.2)
-        return own, leaked
-
-    assert asyncio.run(scenario()) == (b"hello", [])
-
-
-def test_stream_info_of_another_tenant_is_not_found(tenant: MakeTenant) -> None:
-    (_, first), (_, second) = tenant(), tenant()
-
-    async def scenario() -> None:
-        async with tenant_client(first) as a, tenant_client(second) as b:
-            await a.jetstream().add_stream(name="ORDERS", subjects=["orders.>"])
-            await b.jetstream().stream_info("ORDERS")
-
-    with pytest.raises(nats.js.errors.NotFoundError) as err:
-        asyncio.run(scenario())
-    assert err.value.code == 404
-
-
-def test_request_to_system_subjects_gets_no_responders(tenant: MakeTenant) -> None:
-    _, creds = tenant()
-
-    async def scenario() -> None:
-        async with tenant_client(creds) as nc:
-            await nc.request("$SYS.REQ.CLAIMS.LIST", b"", timeout=2)
-
-    with pytest.raises(nats.errors.NoRespondersError):
-        asyncio.run(scenario())
 
 
 def test_add_stream_over_storage_limit_is_refused(tenant: MakeTenant) -> None:
