@@ -298,8 +298,12 @@ class PostgresProvider:
             _set_connection_limit(conn, tenant)
 
     def deprovision(self, backend: Backend, ref: BackendRef) -> None:
-        with admin_connection(backend) as conn:
-            _drop(backend, conn, ref)
+        try:
+            with admin_connection(backend) as conn:
+                _drop(backend, conn, ref)
+        except BackendDownError:  # the pooled connection was ended or went stale: once, fresh
+            with admin_connection(backend, pooled=False) as conn:
+                _drop(backend, conn, ref)
 
     def usage(self, backend: Backend, ref: BackendRef) -> int:
         with self._server(backend) as conn:

@@ -4,7 +4,7 @@ finds it over the limit (the server applies the narrowed role to open connection
 space itself and writes again, on the same connection, after the next pass.
 
 The figures (bytes past the limit, seconds from crossing it to the first refusal) print for the
-README's limits table; ``INSTANODE_QUOTA_INTERVAL`` sets the pass interval (5 s here, 60 s as
+README's limits table; ``INSTANODE_QUOTA_TEST_INTERVAL`` sets the pass interval (5 s here, 60 s as
 ``make run`` runs its jobs).
 """
 
@@ -20,7 +20,7 @@ from chalicelib.tiers import default_tiers
 from tests.security.quota_bound import measure_bound
 from tests.security.test_mongo_attacks import UNAUTHORIZED, Tenant, Tenants
 
-INTERVAL = float(os.environ.get("INSTANODE_QUOTA_INTERVAL", "5"))
+INTERVAL = float(os.environ.get("INSTANODE_QUOTA_TEST_INTERVAL", "5"))
 LIMITS = default_tiers()["anonymous"].limits(Kind.MONGODB)  # the spec's 5 MB
 CHUNK_DOCUMENTS, DOCUMENT_BYTES = 4, 100_000  # one write: insert_many of 400 KB
 PASS_SECONDS = 30  # a generous ceiling on one quota pass (dbStats of what was written)

@@ -66,7 +66,8 @@ def test_value_larger_than_the_server_takes_is_refused(
 ) -> None:
     _, creds = make_tenant()
     out = cli(creds, "SET", key(creds, "big"), stdin=b"x" * (MAX_VALUE_BYTES + 1))
-    assert "invalid bulk length" in out or "closed" in out.lower()
+    # the server answers the protocol error and closes; the client may see the reset first
+    assert any(sign in out.lower() for sign in ("invalid bulk length", "closed", "reset")), out
     assert admin.exists(key(creds, "big")) == 0
 
 
