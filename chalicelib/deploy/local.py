@@ -380,15 +380,17 @@ def stop_workers(pids: list[int], slug: str) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + PODMAN_STEP_SECONDS
-    while steps := [(pid, argv[0]) for pid, argv in _processes() if _acts_on(argv, slug)]:
+    while steps := [(pid, argv[0]) for pid, argv in processes() if _acts_on(argv, slug)]:
         for pid, program in steps:
-            if program.endswith("buildah") or time.monotonic() > deadline:
-                with contextlib.suppress(ProcessLookupError):
+            with contextlib.suppress(ProcessLookupError):
+                if program.endswith("buildah"):
                     os.killpg(pid, signal.SIGKILL)  # a build leads its session
+                elif time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)  # a podman step past its own timeout
         time.sleep(0.1)
 
 
-def _processes() -> Iterator[tuple[int, list[str]]]:
+def processes() -> Iterator[tuple[int, list[str]]]:
     """(pid, argv) of every process of this machine that is not gone."""
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

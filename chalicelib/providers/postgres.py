@@ -301,9 +301,8 @@ class PostgresProvider:
         try:
             with admin_connection(backend) as conn:
                 _drop(backend, conn, ref)
-        except BackendDownError:  # the pooled connection was ended or went stale: once, fresh
-            with admin_connection(backend, pooled=False) as conn:
-                _drop(backend, conn, ref)
+        except BackendDownError:  # the pooled connection was ended or went stale
+            _clean_up(backend, ref)
 
     def usage(self, backend: Backend, ref: BackendRef) -> int:
         with self._server(backend) as conn:
@@ -494,8 +493,8 @@ def _drop(backend: Backend, conn: Any, ref: BackendRef) -> None:
 
 
 def _clean_up(backend: Backend, ref: BackendRef) -> None:
-    """Remove a half-made resource on a fresh connection (the failed one may be dead), retrying
-    once; raise ``BackendDownError`` when that is not possible now."""
+    """Remove a resource on a fresh connection (a half-made one's, or the pool's, may be dead),
+    retrying once; raise ``BackendDownError`` when that is not possible now."""
     for attempt in range(CLEAN_UP_ATTEMPTS):
         try:
             with admin_connection(backend, pooled=False) as conn:
@@ -505,7 +504,7 @@ def _clean_up(backend: Backend, ref: BackendRef) -> None:
             log.warning("cleaning up %s on %s failed: %r", ref.namespace, backend.name, exc)
             if attempt + 1 < CLEAN_UP_ATTEMPTS:
                 time.sleep(CLEAN_UP_PAUSE_SECONDS)
-    raise BackendDownError(f"could not remove the half-made {ref.namespace} on {backend.name}")
+    raise BackendDownError(f"could not remove {ref.namespace} on {backend.name}")
 
 
 def _ident(name: str) -> str:

@@ -24,7 +24,7 @@ from chalicelib.config import DeploySettings
 from chalicelib.deploy import firewall
 from chalicelib.deploy.backend import BuildSpec, DeployStatus, Observed, PodLimits
 from chalicelib.deploy.baseimage import BUSYBOX_IMAGE, ensure_busybox_image
-from chalicelib.deploy.local import LocalBackend
+from chalicelib.deploy.local import LocalBackend, processes
 from chalicelib.deploy.podman import container_of, image_of, inspect_network, network_of, spare_of
 
 BUCKET = "deploys"
@@ -486,14 +486,7 @@ def forwarded(port: int) -> bool:
 
 def running(*words: str) -> bool:
     """Some process of this machine has each of ``words`` in its argv."""
-    for entry in Path("/proc").iterdir():
-        try:
-            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if entry.name.isdigit() and all(word in argv for word in words):
-            return True
-    return False
+    return any(all(word in argv for word in words) for _, argv in processes())
 
 
 def test_remove_twice_is_fine(deployer: Deployer) -> None:
