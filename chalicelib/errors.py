@@ -32,7 +32,7 @@ class ApiError(ChaliceUnhandledError):
         super().__init__(message)
         self.message = message
         self.agent_action = agent_action
-        self.headers = headers or {}
+        self.headers = dict(headers or {})
         self.fields = fields
 
     def body(self, request_id: str) -> dict[str, Any]:
@@ -61,9 +61,11 @@ class InvalidJsonError(BadRequestError):
     code = "invalid_json"
 
 
-class UnsupportedContentTypeError(BadRequestError):
-    """The body is not sent as application/json."""
+class UnsupportedContentTypeError(ApiError):
+    """The body is not sent as application/json (Chalice's own check on the other routes
+    answers 415 too: one status for one mistake)."""
 
+    status = 415
     code = "unsupported_content_type"
 
 
@@ -77,6 +79,12 @@ class InvalidNameError(BadRequestError):
     """``name`` breaks the 1-64 character rule."""
 
     code = "invalid_name"
+
+
+class InvalidIdempotencyKeyError(BadRequestError):
+    """An ``Idempotency-Key`` header that is blank or not 1-255 printable ASCII characters."""
+
+    code = "invalid_idempotency_key"
 
 
 class NotFoundError(ApiError):

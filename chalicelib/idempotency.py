@@ -60,6 +60,12 @@ class Key:
     body_hash: str
     ttl_seconds: int
 
+    @property
+    def first_source(self) -> Source:
+        """``X-Idempotency-Source`` of the call that made the record: ``explicit`` whenever an
+        Idempotency-Key came along, ``miss`` on the fingerprint path."""
+        return Source.EXPLICIT if self.source is Source.EXPLICIT else Source.MISS
+
 
 @dataclass(frozen=True)
 class Record:
@@ -120,7 +126,7 @@ class IdempotencyStore:
             self._db.transact([self.complete_item(key, now, status, body)])
         except Exception:  # done, but not remembered: a retry would make another
             log.exception("could not record the answer of %s", key.source.value)
-        return Outcome(status, body, {"X-Idempotency-Source": Source.MISS.value})
+        return Outcome(status, body, {"X-Idempotency-Source": key.first_source.value})
 
     def replay(self, key: Key, record: Record) -> Outcome:
         """The stored answer of the request that holds ``key``."""

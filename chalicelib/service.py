@@ -22,7 +22,7 @@ from typing import Any
 from chalicelib import errors
 from chalicelib.config import Settings
 from chalicelib.dynamo import Dynamo, TransactionCancelled
-from chalicelib.idempotency import IdempotencyStore, Key, Outcome, Source
+from chalicelib.idempotency import IdempotencyStore, Key, Outcome
 from chalicelib.models import Backend, Caller, Credentials, Kind, ProvisionRequest, Resource, Status
 from chalicelib.providers.base import BackendDownError, BackendUnreachableError, Provider
 from chalicelib.sealing import Sealer
@@ -157,7 +157,7 @@ class ProvisionService:
             self._roll_back(provider, backend, resource, key)
             raise
         log.info("provisioned %s %s on %s", req.kind.value, resource.id, backend.name)
-        return Outcome(201, body, {"X-Idempotency-Source": Source.MISS.value})
+        return Outcome(201, body, {"X-Idempotency-Source": key.first_source.value})
 
     def _abort(self, resource: Resource, key: Key) -> None:
         """Roll back the reservation: record, idempotency claim and counters, in one go."""
@@ -223,7 +223,7 @@ class ProvisionService:
                 retry_after_seconds=_seconds_to_midnight(int(self._clock())),
             )
         body = self._existing_body(existing, tier)
-        return Outcome(200, body, {"X-Idempotency-Source": Source.MISS.value})
+        return Outcome(200, body, {"X-Idempotency-Source": key.first_source.value})
 
     def _recycle_error(self, caller: Caller, marker: dict[str, Any]) -> errors.ApiError:
         expired_id = str(marker.get("expired_id", ""))

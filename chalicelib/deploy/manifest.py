@@ -37,6 +37,8 @@ RESERVED_NAMES = ("name", "manifest")  # form fields of POST /stacks/new
 SERVICE_REF = re.compile(r"service://([a-z](?:[a-z0-9-]{0,29}[a-z0-9])?)")
 DEFAULT_PORT = 8080
 _SERVICE_KEYS = ("port", "expose", "env")
+MAX_MANIFEST_BYTES = 64 * 1024
+MAX_DEPTH = 8  # services > name > env > key is 4; YAML nested deeper is refused before it is built
 
 
 class InvalidManifestError(errors.BadRequestError):
@@ -68,12 +70,42 @@ def _bad(message: str) -> InvalidManifestError:
     )
 
 
+class _TooDeep(ValueError):
+    pass
+
+
+class _ShallowLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing nesting past MAX_DEPTH as it composes (its composer
+    recurses: a document nested thousands deep would take seconds, then a RecursionError)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self._depth >= MAX_DEPTH:
+            raise _TooDeep(f"nested deeper than {MAX_DEPTH} levels")
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _load(raw: bytes) -> Any:
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise _bad(f"instant.yaml is {len(raw)} bytes; at most {MAX_MANIFEST_BYTES} are read.")
+    try:
+        return yaml.load(raw.decode("utf-8"), Loader=_ShallowLoader)  # noqa: S506 (a SafeLoader)
+    except _TooDeep as exc:
+        raise _bad(f"instant.yaml is {exc}.") from exc
+    except ValueError as exc:  # int() of a number over 4,300 digits (UnicodeDecodeError too)
+        raise _bad("instant.yaml is not UTF-8, or holds a number too long to read.") from exc
+    except yaml.YAMLError as exc:
+        raise _bad(f"instant.yaml is not valid YAML: {str(exc).splitlines()[0]}") from exc
+
+
 def parse_manifest(raw: bytes) -> Manifest:
     """The manifest in ``raw``, validated; ``InvalidManifestError`` says what is wrong."""
-    try:
-        doc = yaml.safe_load(raw.decode("utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise _bad(f"instant.yaml is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    doc = _load(raw)
     if not isinstance(doc, dict):
         raise _bad("instant.yaml must be a mapping with a 'services' key.")
     unknown = [str(k) for k in doc if k != "services"]

@@ -83,8 +83,15 @@ class StackService:
 
     # -- create -----------------------------------------------------------------------------
     def create(
-        self, caller: StackCaller, name: str, manifest: Manifest, tarballs: Mapping[str, bytes]
+        self,
+        caller: StackCaller,
+        name: str,
+        manifest: Manifest,
+        tarballs: Mapping[str, bytes],
+        charge: Callable[[], None] = lambda: None,
     ) -> dict[str, Any]:
+        """The stack, building; ``charge`` (a daily slot, say) runs once the parts are known
+        good, so a rejected attempt costs nothing."""
         from chalicelib.deploy.tarball import inspect
 
         missing = [n for n in manifest.names if n not in tarballs]
@@ -101,6 +108,7 @@ class StackService:
             )
         for service in manifest.names:
             inspect(tarballs[service], caller.tier.deploys.tarball_bytes)
+        charge()
         now = int(self._clock())
         slug = _slug(name)
         counted = not caller.anonymous and caller.tier.deploys.apps > 0

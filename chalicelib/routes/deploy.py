@@ -11,6 +11,7 @@ presigned upload.
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 from chalice.app import Blueprint, Request, Response
@@ -24,6 +25,7 @@ if TYPE_CHECKING:  # the deploy modules load on the first deploy request, not at
 
 bp = Blueprint(__name__)
 
+_DIGITS = re.compile(r"[0-9]{1,9}")
 FORM_FIELDS = ("tarball", "name", "port", "env", "env_vars", "redeploy", "ttl_policy", "ttl_hours")
 
 
@@ -105,8 +107,8 @@ def _request(form: dict[str, Any]) -> DeployRequest:
     from chalicelib.deploy.service import DeployRequest
 
     name = requests.resource_name(_text(form.get("name")) or None)
-    port_text = _text(form.get("port")) or "8080"
-    if not port_text.isdecimal() or not 1 <= int(port_text) <= 65535:
+    port = _number(_text(form.get("port")) or "8080")
+    if port is None or not 1 <= port <= 65535:
         raise errors.BadRequestError("'port' must be a number from 1 to 65535.")
     env: Any = {}
     if form.get("env_vars"):
@@ -125,12 +127,18 @@ def _request(form: dict[str, Any]) -> DeployRequest:
     return DeployRequest(
         name=name,
         tarball=tarball if isinstance(tarball, bytes) else tarball.encode(),
-        port=int(port_text),
+        port=port,
         env=env,
         redeploy=_text(form.get("redeploy")).lower() in ("true", "1", "yes"),
         ttl_policy=_text(form.get("ttl_policy")) or None,
-        ttl_hours=int(hours) if (hours := _text(form.get("ttl_hours"))).isdecimal() else None,
+        ttl_hours=_number(_text(form.get("ttl_hours"))),
     )
+
+
+def _number(text: str) -> int | None:
+    """A form field's non-negative integer: ASCII digits, at most 9 of them (``int()`` alone
+    would take '٨٠' and choke on a 5,000-digit number)."""
+    return int(text) if _DIGITS.fullmatch(text) else None
 
 
 def _text(value: Any) -> str:
@@ -140,6 +148,7 @@ def _text(value: Any) -> str:
 
 
 @bp.route("/deploy/new", methods=["POST"], content_types=["*/*"])
+@requests.creates(bp)
 def deploy_new() -> Response:
     """Multipart with the tarball, or JSON naming an ``upload_key`` (POST /deploy/upload-url);
     idempotent (spec convention 7)."""

@@ -39,35 +39,42 @@ def _provision(route: str) -> Response:
 
 
 @bp.route("/db/new", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+@requests.creates(bp)
 def new_db() -> Response:
     return _provision("/db/new")
 
 
 @bp.route("/vector/new", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+@requests.creates(bp)
 def new_vector() -> Response:
     return _provision("/vector/new")
 
 
 @bp.route("/cache/new", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+@requests.creates(bp)
 def new_cache() -> Response:
     return _provision("/cache/new")
 
 
 @bp.route("/queue/new", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+@requests.creates(bp)
 def new_queue() -> Response:
     return _provision("/queue/new")
 
 
 @bp.route("/nosql/new", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+@requests.creates(bp)
 def new_nosql() -> Response:
     return _provision("/nosql/new")
 
 
 @bp.route("/storage/new", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+@requests.creates(bp)
 def new_storage() -> Response:
     return _provision("/storage/new")
 
 
 @bp.route("/webhook/new", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+@requests.creates(bp)
 def new_webhook() -> Response:
     return _provision("/webhook/new")

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from chalice.app import Request, Response
+from chalice.app import Blueprint, Request, Response
 
 from chalicelib import errors
 from chalicelib.config import get_settings
 from chalicelib.fingerprint import caller_of
-from chalicelib.idempotency import MAX_KEY_LENGTH, derive_key
+from chalicelib.idempotency import MAX_KEY_LENGTH, Source, derive_key
 from chalicelib.models import Caller
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def json_object(request: Request) -> dict[str, Any]:
         )
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise errors.InvalidJsonError(
             "The request body is not valid JSON.",
             agent_action='Send a JSON object such as {"name": "my-db"}.',
@@ -66,15 +67,41 @@ def resource_name(value: Any) -> str:
 
 
 def idempotency_header(request: Request) -> str | None:
+    """The ``Idempotency-Key`` header; present but blank or malformed is a 400 (a key the
+    caller meant to send must not silently fall back to the 120 s fingerprint)."""
     value: str | None = request.headers.get("idempotency-key")
     if value is None:
         return None
     if not _KEY_PATTERN.fullmatch(value):
-        raise errors.BadRequestError(
-            f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable ASCII characters.",
-            agent_action="Send a fresh UUID as the Idempotency-Key header.",
+        raise errors.InvalidIdempotencyKeyError(
+            f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable ASCII characters, not blank.",
+            agent_action="Send a fresh UUID as the Idempotency-Key header, or leave it out.",
         )
     return value
+
+
+View = Callable[..., Response]
+
+
+def creates(bp: Blueprint) -> Callable[[View], View]:
+    """Marks a create route of ``bp`` (spec convention 7): its errors carry
+    ``X-Idempotency-Source`` too, ``explicit`` when the request had an Idempotency-Key, else
+    ``miss``."""
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Response:
+            try:
+                return view(*args, **kwargs)
+            except errors.ApiError as exc:
+                explicit = "idempotency-key" in bp.current_request.headers
+                source = Source.EXPLICIT if explicit else Source.MISS
+                exc.headers.setdefault("X-Idempotency-Source", source.value)
+                raise
+
+        return wrapped
+
+    return decorate
 
 
 def once(
@@ -163,7 +190,12 @@ def multipart_parts(
         raise errors.TarballTooLargeError(too_large, agent_action=too_large_action)
     try:
         decoded = MultipartDecoder(raw, request.headers.get("content-type", "")).parts
-    except (ImproperBodyPartContentException, NonMultipartContentTypeException, ValueError) as exc:
+    except (
+        ImproperBodyPartContentException,
+        NonMultipartContentTypeException,
+        ValueError,
+        AttributeError,  # no boundary= in the Content-Type: the decoder finds None
+    ) as exc:
         raise errors.BadRequestError(
             "The body is not a multipart form.",
             agent_action=f"Send {example} (multipart/form-data).",

@@ -81,6 +81,7 @@ def _parts(request: Request) -> list[tuple[str, bytes]]:
 
 
 @bp.route("/stacks/new", methods=["POST"], content_types=["*/*"])
+@requests.creates(bp)
 def stacks_new() -> Response:
     from chalicelib.deploy.manifest import parse_manifest
 
@@ -101,10 +102,12 @@ def stacks_new() -> Response:
         )
     manifest = parse_manifest(manifests[0])
 
-    def create() -> tuple[int, dict[str, Any]]:
+    def charge() -> None:
         if caller.anonymous or caller.tier.deploys.apps <= 0:
             _take_uncounted_slot(caller.owner)
-        return 202, get_stacks().create(caller, name, manifest, form)
+
+    def create() -> tuple[int, dict[str, Any]]:
+        return 202, get_stacks().create(caller, name, manifest, form, charge)
 
     return requests.once(request, caller.owner, "/stacks/new", dict(parts), create)
 

@@ -1,6 +1,7 @@
 """POST /storage/{token}/presign: short-lived signed S3 URLs for a broker-mode storage resource.
 
-The key is relative to the resource's prefix and validated so the signed URL can only name an
+The key is relative to the resource's prefix (a key that starts with ``<prefix>/`` is taken as
+the full key and the prefix is not added twice) and validated so the signed URL can only name an
 object under ``<prefix>/``. An upload URL carries its size: a PUT is signed for the exact
 ``content_length`` the agent declares (required: S3 refuses a body of any other size), a POST
 form for a ``content-length-range`` up to ``content_length`` (default: all the bytes left).
@@ -59,7 +60,8 @@ def presign(token: str) -> Response:
     expires_in = _expires_in(body.get("expires_in", DEFAULT_EXPIRES_IN))
     resource = _storage_resource(token)
     key = validate_key(
-        body.get("key"), max_bytes=MAX_OBJECT_KEY_BYTES - len(resource.ref.namespace) - 1
+        relative_key(body.get("key"), resource.ref.namespace),
+        max_bytes=MAX_OBJECT_KEY_BYTES - len(resource.ref.namespace) - 1,
     )
     content_length = _content_length(body.get("content_length"), operation)
     backend = _backend(resource)
@@ -88,6 +90,10 @@ def validate_key(value: Any, max_bytes: int = MAX_OBJECT_KEY_BYTES) -> str:
     action = KEY_ACTION.format(limit=max_bytes)
     if not isinstance(value, str) or not value:
         raise errors.InvalidKeyError("'key' must be a non-empty string.", agent_action=action)
+    if len(value) > max_bytes or len(value.encode("utf-8")) > max_bytes:  # first: it is cheap
+        raise errors.InvalidKeyError(
+            f"'key' must be at most {max_bytes} bytes (UTF-8).", agent_action=action
+        )
     if value.startswith("/"):
         raise errors.InvalidKeyError("'key' must not start with '/'.", agent_action=action)
     if "\\" in value:
@@ -100,10 +106,14 @@ def validate_key(value: Any, max_bytes: int = MAX_OBJECT_KEY_BYTES) -> str:
         raise errors.InvalidKeyError(
             "'key' must not contain '.' or '..' path segments.", agent_action=action
         )
-    if len(value.encode("utf-8")) > max_bytes:
-        raise errors.InvalidKeyError(
-            f"'key' must be at most {max_bytes} bytes (UTF-8).", agent_action=action
-        )
+    return value
+
+
+def relative_key(value: Any, prefix: str) -> Any:
+    """``value`` without the resource's ``prefix/`` in front: the keys a listing returns (and
+    ``key`` in this route's answer) are full, and an agent may send one back. Stripped once."""
+    if isinstance(value, str) and value.startswith(prefix + "/"):
+        return value[len(prefix) + 1 :]
     return value
 
 

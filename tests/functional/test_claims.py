@@ -509,6 +509,21 @@ def test_provision_after_recycle_claim_succeeds(
     assert provision(client, "/db/new", ip=recycled).status == 201
 
 
+def test_recycle_refusal_is_not_stored_against_the_idempotency_key(
+    client: Client, stack: Stack, recycled: str
+) -> None:
+    """A 402 the user can lift is not an answer to replay: after the claim, the very same
+    request (same key) provisions."""
+    refused = call(client, "POST", "/db/new", {"name": "f"}, ip=recycled, Idempotency_Key="rk")
+    assert refused.error == (402, "free_tier_recycle_requires_claim")
+    assert refused.headers["x-idempotency-source"] == "explicit"
+    email = new_email()
+    assert claim_with(client, token=claim_url_token(refused), email=email).status == 200
+    session_of(follow(client, magic_link(stack, email)))
+    again = call(client, "POST", "/db/new", {"name": "f"}, ip=recycled, Idempotency_Key="rk")
+    assert again.status == 201 and "x-idempotent-replay" not in again.headers
+
+
 def test_provision_from_other_network_is_not_blocked(client: Client, recycled: str) -> None:
     assert provision(client, "/db/new").status == 201
 

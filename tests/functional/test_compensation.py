@@ -58,4 +58,4 @@ def test_retry_after_a_failed_provision_succeeds(dynamo: Dynamo) -> None:
             who, req, key_for(who, req, "k1")
         )
     outcome = make_service().provision(who, req, key_for(who, req, "k1"))
-    assert outcome.status_code == 201 and outcome.headers["X-Idempotency-Source"] == "miss"
+    assert outcome.status_code == 201 and outcome.headers["X-Idempotency-Source"] == "explicit"

@@ -23,6 +23,7 @@ from chalicelib import deps
 from chalicelib.jobs.deploys import poll_deploys, reap_deploys
 from devstack.stack import Stack
 from tests.functional.accounts_fixtures import Reply, api_key, call, made, new_email, sign_in
+from tests.functional.test_errors import MULTIPART_WITHOUT_BOUNDARY
 
 BASE = "localhost/instanode/busybox:latest"
 HTTPD = '["httpd", "-f", "-p", "8080", "-h", "/www"]'
@@ -364,10 +365,33 @@ def test_custom_ttl_sets_the_expiry_hours_ahead(client: Client, hobby: str) -> N
     assert app["ttl_policy"] == "custom" and abs(expires - created - 48 * 3600) < 120
 
 
-@pytest.mark.parametrize("hours", [None, "0", "9999"], ids=["missing", "zero", "too-long"])
+@pytest.mark.parametrize(
+    "hours",
+    [None, "0", "9999", "9" * 5000, "٤٨"],
+    ids=["missing", "zero", "too-long", "5000-digits", "arabic"],
+)
 def test_custom_ttl_needs_sensible_hours(client: Client, hobby: str, hours: str | None) -> None:
     fields = {"ttl_policy": "custom", **({"ttl_hours": hours} if hours else {})}
     assert deploy(client, hobby, site("x"), **fields).error == (400, "bad_request")
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "9" * 5000, "٨٠", "80x"])
+def test_port_out_of_range_or_not_ascii_digits_is_400(
+    client: Client, hobby: str, port: str
+) -> None:
+    assert deploy(client, hobby, site("x"), port=port).error == (400, "bad_request")
+
+
+def test_multipart_without_a_boundary_is_400(client: Client, hobby: str) -> None:
+    reply = call(
+        client,
+        "POST",
+        "/deploy/new",
+        MULTIPART_WITHOUT_BOUNDARY,
+        bearer=hobby,
+        Content_Type="multipart/form-data",
+    )
+    assert reply.error == (400, "bad_request")
 
 
 def test_multipart_over_the_request_cap_names_the_upload_path(client: Client, hobby: str) -> None:

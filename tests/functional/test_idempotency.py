@@ -81,3 +81,41 @@ def test_stored_response_for_replays_holds_no_password(post: Post, dynamo: Dynam
     assert password and items and all(password not in str(item) for item in items)
     again = post("/db/new", {"name": "sealed"}, ip=ip, Idempotency_Key="seal-1").json_body
     assert again["connection_url"] == first["connection_url"]
+
+
+def test_first_call_with_a_key_says_explicit(post: Post) -> None:
+    first = post("/cache/new", {"name": "c"}, Idempotency_Key="first-explicit")
+    assert first.status_code == 201
+    assert first.headers["X-Idempotency-Source"] == "explicit"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", " ", "\t", "x" * 256, "has space", "tab\tkey"],
+    ids=["empty", "space", "tab", "too-long", "inner-space", "inner-tab"],
+)
+def test_blank_or_malformed_key_is_invalid_idempotency_key(post: Post, value: str) -> None:
+    resp = post("/db/new", {"name": "a"}, Idempotency_Key=value)
+    assert resp.status_code == 400
+    assert resp.json_body["error"] == "invalid_idempotency_key"
+    assert resp.headers["X-Idempotency-Source"] == "explicit"
+
+
+@pytest.mark.parametrize(("key", "source"), [("bad-name-key", "explicit"), (None, "miss")])
+def test_create_errors_carry_the_source_header(post: Post, key: str | None, source: str) -> None:
+    headers = {"Idempotency_Key": key} if key else {}
+    resp = post("/db/new", {"name": "-bad"}, **headers)
+    assert resp.status_code == 400 and resp.json_body["error"] == "invalid_name"
+    assert resp.headers["X-Idempotency-Source"] == source
+
+
+def test_replays_use_no_daily_provision_slot(post: Post) -> None:
+    """Five replays of one provision, then four more kinds: the network's 5 daily slots are
+    one for the replayed provision and four for the rest."""
+    ip = fresh_ip()
+    first = post("/db/new", {"name": "a"}, ip=ip, Idempotency_Key="slot-1")
+    replays = [post("/db/new", {"name": "a"}, ip=ip, Idempotency_Key="slot-1") for _ in range(5)]
+    assert {r.headers["X-Idempotent-Replay"] for r in replays} == {"true"}
+    others = [post(p, {"name": "b"}, ip=ip) for p in ("/cache/new", "/nosql/new", "/webhook/new")]
+    others.append(post("/storage/new", {"name": "b"}, ip=ip))
+    assert [first.status_code, *(r.status_code for r in others)] == [201] * 5

@@ -239,6 +239,9 @@ def test_another_teams_stack_is_not_found(
         ("services: {name: {}}", [], "invalid_manifest"),
         ("services: {web: {}}", ["web", "api"], "bad_request"),
         ("services: {web: {}, api: {}}", ["web"], "bad_request"),
+        ("services: {web: {port: " + "9" * 5000 + "}}", ["web"], "invalid_manifest"),
+        ("a: " + "[" * 10_000 + "]" * 10_000, ["web"], "invalid_manifest"),
+        ("services: {web: {env: {A: " + "x" * 70_000 + "}}}", ["web"], "invalid_manifest"),
     ],
     ids=[
         "not-yaml",
@@ -259,6 +262,9 @@ def test_another_teams_stack_is_not_found(
         "reserved-name",
         "tarball-without-service",
         "service-without-tarball",
+        "5000-digit-port",
+        "nested-10000-deep",
+        "over-64k",
     ],
 )
 def test_bad_manifests_are_refused(
@@ -368,6 +374,16 @@ def test_fourth_anonymous_stack_of_a_network_in_a_day_is_rate_limited(
         stacks.append(made.body["slug"])
     over = new_stack(client, "services: {web: {}}", {"web": site("over")}, ip=ip)
     assert over.error == (429, "rate_limited") and over.headers["retry-after"]
+
+
+def test_rejected_stacks_use_none_of_the_days_slots(client: Client, stacks: list[str]) -> None:
+    ip = fresh_ip()
+    for _ in range(UNCOUNTED_STACKS_PER_DAY + 1):
+        bad = new_stack(client, "services: {web: {}}", {"web": b"not a tarball"}, ip=ip)
+        assert bad.error == (400, "invalid_tarball")
+    made = new_stack(client, "services: {web: {}}", {"web": site("after")}, ip=ip)
+    assert made.status == 202, made
+    stacks.append(made.body["slug"])
 
 
 def test_identical_stack_retried_is_a_replay_and_takes_no_second_slot(

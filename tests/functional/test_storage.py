@@ -112,6 +112,24 @@ def test_presign_rejects_bad_operation_or_expiry(s3: Any, post: Post, extra: Any
     assert status == 400 and body["error"] == "bad_request", body
 
 
+def test_presign_refuses_a_20_mb_key_before_reading_it_through(s3: Any, post: Post) -> None:
+    token = new_storage(post)["token"]
+    started = time.monotonic()
+    status, body, _ = presign(post, token, operation="GET", key="\u00e9" * 20_000_000)
+    assert (status, body["error"]) == (400, "invalid_key")
+    assert time.monotonic() - started < 2  # unicodedata over every character took 4.4 s
+
+
+def test_a_key_sent_back_with_its_prefix_is_not_prefixed_twice(s3: Any, post: Post) -> None:
+    created = new_storage(post)
+    prefix = created["prefix"]
+    for key in ("a/b.txt", f"{prefix}/a/b.txt"):
+        status, body, _ = presign(post, created["token"], operation="GET", key=key)
+        assert (status, body["key"]) == (200, f"{prefix}/a/b.txt")
+    escape = f"{prefix}/../{prefix[:-1]}x/b.txt"
+    assert presign(post, created["token"], operation="GET", key=escape)[1]["error"] == "invalid_key"
+
+
 def test_unknown_token_is_404(s3: Any, post: Post) -> None:
     status, body, _ = presign(post, "no-such-token", operation="GET", key="a")
     assert status == 404 and body["error"] == "not_found"

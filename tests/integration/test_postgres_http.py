@@ -181,7 +181,7 @@ def test_readyz_over_http_lists_both_backends(api: str) -> None:
             "/db/new",
             {"Content-Type": "text/plain"},
             b'{"name":"a"}',
-            400,
+            415,
             "unsupported_content_type",
         ),
         ("GET", "/db/new", {}, b"", 405, "method_not_allowed"),
