@@ -7,7 +7,8 @@
 Terraform < 1.4 and aws < 5; versions.tf owns the constraints) and its unused
 ``null_data_source``, passes INSTANODE_SECRETS_ARN to every Lambda, fills the
 ``${partition}``/``${region}``/``${account_id}`` placeholders of policies/*.json, names the
-schedule rules per stage, and redeploys the API when the gateway responses change.
+schedule rules per stage, declares greedy ``{name+}`` path parameters in the REST API's
+swagger, and redeploys the API when the gateway responses change.
 """
 
 from __future__ import annotations
@@ -78,12 +79,35 @@ def wire(doc: dict[str, Any], stage: str) -> dict[str, Any]:
         policy["policy"] = render_policy(policy["policy"])
     for rule in resources.get("aws_cloudwatch_event_rule", {}).values():
         rule["name"] = "${local.prefix}-" + rule["name"]
+    if "chalice_api_swagger" in out.get("locals", {}):
+        swagger = json.loads(out["locals"]["chalice_api_swagger"])
+        out["locals"]["chalice_api_swagger"] = json.dumps(declare_greedy_parameters(swagger))
     for deployment in resources.get("aws_api_gateway_deployment", {}).values():
         deployment["triggers"] = {
             "gateway_responses": "${sha1(jsonencode(local.gateway_responses))}"
         }
         deployment["depends_on"] = ["aws_api_gateway_gateway_response.envelope"]
     return out
+
+
+_GREEDY = re.compile(r"\{(\w+)\+\}$")
+
+
+def declare_greedy_parameters(swagger: dict[str, Any]) -> dict[str, Any]:
+    """Chalice declares only the ``{name}`` segments it passes to views; a greedy last segment
+    (``/webhook/receive/{token}/{path+}``) gets its path parameter declared here, as API
+    Gateway's own proxy-resource examples do."""
+    for path, methods in swagger.get("paths", {}).items():
+        greedy = _GREEDY.search(path)
+        if greedy is None:
+            continue
+        for method in methods.values():
+            params = method.setdefault("parameters", [])
+            if all(p.get("name") != greedy.group(1) for p in params):
+                params.append(
+                    {"name": greedy.group(1), "in": "path", "required": True, "type": "string"}
+                )
+    return swagger
 
 
 def _wire_function(name: str, function: dict[str, Any], stage: str) -> None:

@@ -1,4 +1,5 @@
-"""Webhook inboxes: ``/webhook/receive/{token}`` captures any request, and
+"""Webhook inboxes: ``/webhook/receive/{token}`` (and any path below it) captures a request of
+any method, and
 ``/api/v1/webhooks/{token}/requests`` lists what was captured, newest first.
 
 The token in the URL is the only credential: unknown, expired or non-webhook tokens are 404. It
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # the inbox store loads on the first webhook request only
 
 bp = Blueprint(__name__)
 
-RECEIVE_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+RECEIVE_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 STORED_GRACE_SECONDS = 86_400  # stored requests outlive an expiring inbox by a day at most
 
@@ -74,7 +75,11 @@ def _received(request: Request, token: str, body: bytes) -> Received:
     )
 
 
+# ``{path+}`` is API Gateway's greedy segment (devstack/serve.py matches it locally too): a
+# sender that appends its own path (``receive_url + "/github/push"``) is captured like any other;
+# Chalice passes only ``token`` to the view, the stored request keeps the whole path.
 @bp.route("/webhook/receive/{token}", methods=RECEIVE_METHODS, content_types=["*/*"])
+@bp.route("/webhook/receive/{token}/{path+}", methods=RECEIVE_METHODS, content_types=["*/*"])
 def receive(token: str) -> dict[str, Any]:
     request = bp.current_request
     resource = _resource(token)

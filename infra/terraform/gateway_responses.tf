@@ -1,6 +1,7 @@
 # API Gateway's own answers in the app's error envelope. Chalice has no catch-all route, so an
 # unknown method or path gets API Gateway's 403 MISSING_AUTHENTICATION_TOKEN: make it a 404
-# (devstack/serve.py does the same locally). DEFAULT_4XX/5XX keep their status codes.
+# (devstack/serve.py does the same locally, and its 10 MB body cap answers as REQUEST_TOO_LARGE
+# does). DEFAULT_4XX/5XX keep their status codes.
 # `python -m infra.tf package` makes the API deployment depend on these and redeploy when
 # local.gateway_responses changes, since a gateway response takes effect only on a new deployment.
 
@@ -10,6 +11,12 @@ locals {
       status_code = "404"
       body        = <<-EOT
         {"ok":false,"error":"not_found","message":"No route matches this method and path.","request_id":"$context.requestId"}
+      EOT
+    }
+    REQUEST_TOO_LARGE = {
+      status_code = "413"
+      body        = <<-EOT
+        {"ok":false,"error":"payload_too_large","message":"The request is over API Gateway's 10 MB payload limit.","request_id":"$context.requestId"}
       EOT
     }
     DEFAULT_4XX = {

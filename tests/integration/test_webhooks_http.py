@@ -52,3 +52,27 @@ def test_json_form_and_binary_bodies_are_listed_back_newest_first(api: str) -> N
 def test_unknown_token_is_404(api: str) -> None:
     resp = requests.post(f"{api}/webhook/receive/unknown", data=b"x", timeout=10)
     assert resp.status_code == 404 and resp.json()["error"] == "not_found"
+
+
+def test_sub_paths_head_and_options_are_captured_too(api: str) -> None:
+    """The spec's receive_url captures any method: senders that append their own path
+    (receive_url + "/github/push") and probes with HEAD or OPTIONS included."""
+    body = provision(api, "/webhook/new", "any-path").json()
+    url, token = body["receive_url"], body["token"]
+    close = {"Connection": "close"}
+    pushed = requests.post(
+        f"{url}/github/push?x=1", json={"ref": "main"}, headers=close, timeout=10
+    )
+    head = requests.head(f"{url}/a/b", headers=close, timeout=10)
+    options = requests.options(url, headers=close, timeout=10)
+    assert [r.status_code for r in (pushed, head, options)] == [200, 200, 200]
+    assert head.content == b""
+    listed = requests.get(f"{api}/api/v1/webhooks/{token}/requests", headers=close, timeout=10)
+    got = [(r["method"], r["path"]) for r in listed.json()["requests"]]
+    assert got == [
+        ("OPTIONS", "/webhook/receive/{token}"),
+        ("HEAD", "/webhook/receive/{token}/a/b"),
+        ("POST", "/webhook/receive/{token}/github/push"),
+    ]
+    elsewhere = requests.post(f"{api}/webhook/receive/unknown/github/push", timeout=10)
+    assert elsewhere.status_code == 404 and elsewhere.json()["error"] == "not_found"

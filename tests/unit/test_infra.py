@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chalice.deploy.swagger import SwaggerGenerator
 
 import app
 from devstack.aws import create_tables, table_specs
@@ -296,6 +297,13 @@ def test_gateway_turns_missing_authentication_token_into_404() -> None:
     }
 
 
+def test_gateway_answers_a_body_over_its_limit_as_payload_too_large() -> None:
+    """The local server's 10 MB cap (devstack/serve.py) answers the same code."""
+    assert _locals()["gateway_responses"]["REQUEST_TOO_LARGE"]["status_code"] == "413"
+    body = _gateway_body("REQUEST_TOO_LARGE")
+    assert (body["ok"], body["error"], body["request_id"]) == (False, "payload_too_large", "req-1")
+
+
 @pytest.mark.parametrize(
     ("response_type", "code"), [("DEFAULT_4XX", "bad_request"), ("DEFAULT_5XX", "internal_error")]
 )
@@ -357,6 +365,20 @@ def _chalice_output(stage: str = "prod") -> dict[str, Any]:
             },
         },
     }
+
+
+def test_wire_declares_the_greedy_webhook_path_parameter() -> None:
+    doc = _chalice_output()
+    swagger = SwaggerGenerator("us-east-1", {"api_handler_arn": "arn:x"}).generate_swagger(app.app)
+    doc["locals"]["chalice_api_swagger"] = json.dumps(swagger)
+    wired = json.loads(tf.wire(doc, "prod")["locals"]["chalice_api_swagger"])
+    methods = wired["paths"]["/webhook/receive/{token}/{path+}"]
+    assert set(methods) == {"get", "post", "put", "patch", "delete", "head", "options"}
+    for method in methods.values():
+        assert {(p["name"], p["in"], p["required"]) for p in method["parameters"]} == {
+            ("token", "path", True),
+            ("path", "path", True),
+        }
 
 
 def test_wire_drops_version_pins_and_null_data_source() -> None:
