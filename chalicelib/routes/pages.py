@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
 
 from chalice.app import Blueprint, Response
 
@@ -63,21 +62,3 @@ def cli_approve() -> Response:
 @bp.route("/assets/pages.js", methods=["GET"])
 def pages_js() -> Response:
     return _serve("pages.js", "application/javascript")
-
-
-def _page(summary: str, media_type: str = "text/html") -> dict[str, Any]:
-    return {
-        "get": {
-            "summary": summary,
-            "responses": {"200": {"description": "OK", "content": {media_type: {}}}},
-        }
-    }
-
-
-OPENAPI_PATHS: dict[str, Any] = {
-    "/start": _page("Claim page (query: t, the upgrade_jwt)"),
-    "/login": _page("Email sign-in page (query: next, error)"),
-    "/dashboard": _page("The team and its resources (needs a session)"),
-    "/cli/approve": _page("Approve a CLI sign-in (query: session)"),
-    "/assets/pages.js": _page("The pages' script", "application/javascript"),
-}

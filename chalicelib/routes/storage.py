@@ -132,7 +132,8 @@ def _content_length(value: Any, operation: str) -> int | None:
     largest size a POST form accepts (default: all that is left), ignored for a GET."""
     if operation == "GET" or (value is None and operation == "POST"):
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    size = _json_integer(value)
+    if size is None or size < 0:
         raise errors.BadRequestError(
             "'content_length' must be the exact size in bytes of the object a PUT uploads "
             "(the URL is signed for that size).",
@@ -140,16 +141,25 @@ def _content_length(value: Any, operation: str) -> int | None:
             'size in bytes>}, or use "operation": "POST" for a form upload of up to the bytes '
             "left.",
         )
-    return value
+    return size
+
+
+def _json_integer(value: Any) -> int | None:
+    """A JSON integer as JSON Schema counts them (``60`` and ``60.0``; not ``"60"`` or ``true``),
+    else None."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _expires_in(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_EXPIRES_IN:
+    seconds = _json_integer(value)
+    if seconds is None or not 1 <= seconds <= MAX_EXPIRES_IN:
         raise errors.BadRequestError(
             f"'expires_in' must be an integer number of seconds from 1 to {MAX_EXPIRES_IN}.",
             agent_action=f"Omit 'expires_in' (default {DEFAULT_EXPIRES_IN}) or send 1-3600.",
         )
-    return value
+    return seconds
 
 
 # -- the resource, its backend and its quota ----------------------------------------------------
@@ -271,87 +281,3 @@ def take_presign_slot(db: Dynamo, resource_id: str, now: int) -> None:
             "expire instead of minting one per request.",
             headers={"Retry-After": retry_after},
         )
-
-
-# -- OpenAPI ----------------------------------------------------------------------------------
-_ERROR = {"$ref": "#/components/schemas/Error"}
-
-
-def _err(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
-
-
-OPENAPI_PATHS: dict[str, Any] = {
-    "/storage/{token}/presign": {
-        "post": {
-            "summary": "Mint a short-lived signed S3 URL under a broker-mode storage prefix",
-            "parameters": [
-                {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
-            ],
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["operation", "key"],
-                            "properties": {
-                                "operation": {"type": "string", "enum": list(OPERATIONS)},
-                                "key": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "description": "Object key relative to the prefix.",
-                                },
-                                "expires_in": {
-                                    "type": "integer",
-                                    "minimum": 1,
-                                    "maximum": MAX_EXPIRES_IN,
-                                    "default": DEFAULT_EXPIRES_IN,
-                                },
-                                "content_length": {
-                                    "type": "integer",
-                                    "minimum": 0,
-                                    "description": "PUT (required): the exact size in bytes "
-                                    "of the object, signed into the URL. POST: the largest "
-                                    "size the form accepts (default: all the bytes left).",
-                                },
-                            },
-                        }
-                    }
-                },
-            },
-            "responses": {
-                "200": {
-                    "description": "Signed URL (POST: url + form fields)",
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["ok", "url", "expires_at", "method", "key"],
-                                "properties": {
-                                    "ok": {"type": "boolean"},
-                                    "url": {"type": "string", "format": "uri"},
-                                    "expires_at": {"type": "string", "format": "date-time"},
-                                    "method": {"type": "string", "enum": list(OPERATIONS)},
-                                    "key": {"type": "string"},
-                                    "fields": {"type": "object"},
-                                    "max_bytes": {"type": "integer"},
-                                    "content_length": {"type": "integer"},
-                                    "headers": {
-                                        "type": "object",
-                                        "description": "PUT: headers the upload must send",
-                                    },
-                                },
-                            }
-                        }
-                    },
-                },
-                "400": _err("invalid_key, bad_request (e.g. a PUT without content_length)"),
-                "403": _err("storage_quota_exceeded: the upload does not fit (PUT/POST only)"),
-                "404": _err("not_found: no active storage resource has this token"),
-                "429": _err("rate_limited (see Retry-After)"),
-                "503": _err("backend_unavailable"),
-            },
-        }
-    }
-}

@@ -112,6 +112,15 @@ def test_presign_rejects_bad_operation_or_expiry(s3: Any, post: Post, extra: Any
     assert status == 400 and body["error"] == "bad_request", body
 
 
+def test_presign_takes_whole_number_floats_as_json_schema_integers(s3: Any, post: Post) -> None:
+    token = new_storage(post)["token"]
+    status, body, _ = presign(
+        post, token, operation="PUT", key="a.txt", expires_in=120.0, content_length=42.0
+    )
+    assert status == 200, body
+    assert presign(post, token, operation="GET", key="a", expires_in=60.5)[0] == 400
+
+
 def test_presign_refuses_a_20_mb_key_before_reading_it_through(s3: Any, post: Post) -> None:
     token = new_storage(post)["token"]
     started = time.monotonic()
