@@ -8,7 +8,8 @@ Terraform < 1.4 and aws < 5; versions.tf owns the constraints) and its unused
 ``null_data_source``, passes INSTANODE_SECRETS_ARN to every Lambda, fills the
 ``${partition}``/``${region}``/``${account_id}`` placeholders of policies/*.json, names the
 schedule rules per stage, declares greedy ``{name+}`` path parameters in the REST API's
-swagger, and redeploys the API when the gateway responses change.
+swagger, gives every Lambda its log group (with a retention) and its reserved concurrency
+(variables), and redeploys the API when the gateway responses change.
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ def wire(doc: dict[str, Any], stage: str) -> dict[str, Any]:
         raise WireError("no aws_lambda_function in the chalice output")
     for name, function in functions.items():
         _wire_function(name, function, stage)
+    resources["aws_cloudwatch_log_group"] = {
+        name: log_group(function["function_name"]) for name, function in functions.items()
+    }
     for policy in resources.get("aws_iam_role_policy", {}).values():
         policy["policy"] = render_policy(policy["policy"])
     for rule in resources.get("aws_cloudwatch_event_rule", {}).values():
@@ -88,6 +92,15 @@ def wire(doc: dict[str, Any], stage: str) -> dict[str, Any]:
         }
         deployment["depends_on"] = ["aws_api_gateway_gateway_response.envelope"]
     return out
+
+
+def log_group(function_name: str) -> dict[str, Any]:
+    """The function's log group, made by Terraform (with a retention, and removed on destroy)
+    before the function can write to it."""
+    return {
+        "name": f"/aws/lambda/{function_name}",
+        "retention_in_days": "${var.log_retention_days}",
+    }
 
 
 _GREEDY = re.compile(r"\{(\w+)\+\}$")
@@ -127,7 +140,12 @@ def _wire_function(name: str, function: dict[str, Any], stage: str) -> None:
                 f"infra/terraform creates {value!r}"
             )
     env["INSTANODE_SECRETS_ARN"] = "${aws_secretsmanager_secret.app.arn}"
-    function["depends_on"] = [f"aws_dynamodb_table.{t}" for t in TABLES] + ["aws_s3_bucket.storage"]
+    function["depends_on"] = [
+        *(f"aws_dynamodb_table.{t}" for t in TABLES),
+        "aws_s3_bucket.storage",
+        f"aws_cloudwatch_log_group.{name}",  # else Lambda makes one that never expires
+    ]
+    function["reserved_concurrent_executions"] = f"${{var.reserved_concurrency.{name}}}"
     function.setdefault("lifecycle", {})["precondition"] = [
         {
             "condition": f'${{var.stage == "{stage}" && terraform.workspace == "{stage}"}}',

@@ -1,10 +1,12 @@
 # The same tables devstack/aws.py table_specs() creates locally (tests/unit/test_infra.py compares
-# them). Every table: on-demand billing, TTL on `ttl`, point-in-time recovery, KMS encryption.
+# them). Every table: on-demand billing, TTL on `ttl`, point-in-time recovery, KMS encryption,
+# deletion protection (unless var.allow_destroy).
 
 resource "aws_dynamodb_table" "resources" {
-  name         = "${local.prefix}-resources"
-  billing_mode = "PAY_PER_REQUEST"
-  hash_key     = "id"
+  name                        = "${local.prefix}-resources"
+  billing_mode                = "PAY_PER_REQUEST"
+  deletion_protection_enabled = !var.allow_destroy
+  hash_key                    = "id"
 
   attribute {
     name = "id"
@@ -72,9 +74,10 @@ resource "aws_dynamodb_table" "resources" {
 }
 
 resource "aws_dynamodb_table" "idempotency" {
-  name         = "${local.prefix}-idempotency"
-  billing_mode = "PAY_PER_REQUEST"
-  hash_key     = "pk"
+  name                        = "${local.prefix}-idempotency"
+  billing_mode                = "PAY_PER_REQUEST"
+  deletion_protection_enabled = !var.allow_destroy
+  hash_key                    = "pk"
 
   attribute {
     name = "pk"
@@ -96,9 +99,10 @@ resource "aws_dynamodb_table" "idempotency" {
 }
 
 resource "aws_dynamodb_table" "counters" {
-  name         = "${local.prefix}-counters"
-  billing_mode = "PAY_PER_REQUEST"
-  hash_key     = "pk"
+  name                        = "${local.prefix}-counters"
+  billing_mode                = "PAY_PER_REQUEST"
+  deletion_protection_enabled = !var.allow_destroy
+  hash_key                    = "pk"
 
   attribute {
     name = "pk"
@@ -121,10 +125,11 @@ resource "aws_dynamodb_table" "counters" {
 
 # Received webhook requests: a ring buffer per inbox (slot = seq % kept_requests).
 resource "aws_dynamodb_table" "webhook-requests" {
-  name         = "${local.prefix}-webhook-requests"
-  billing_mode = "PAY_PER_REQUEST"
-  hash_key     = "inbox"
-  range_key    = "slot"
+  name                        = "${local.prefix}-webhook-requests"
+  billing_mode                = "PAY_PER_REQUEST"
+  deletion_protection_enabled = !var.allow_destroy
+  hash_key                    = "inbox"
+  range_key                   = "slot"
 
   attribute {
     name = "inbox"
@@ -166,9 +171,10 @@ resource "aws_dynamodb_table" "webhook-requests" {
 # revoked session ids (TTL) and the mail outbox. GSI by_team lists a team's users and API keys;
 # sparse GSI by_pending holds only outbox messages not yet delivered.
 resource "aws_dynamodb_table" "accounts" {
-  name         = "${local.prefix}-accounts"
-  billing_mode = "PAY_PER_REQUEST"
-  hash_key     = "pk"
+  name                        = "${local.prefix}-accounts"
+  billing_mode                = "PAY_PER_REQUEST"
+  deletion_protection_enabled = !var.allow_destroy
+  hash_key                    = "pk"
 
   attribute {
     name = "pk"
@@ -222,9 +228,10 @@ resource "aws_dynamodb_table" "accounts" {
 # (owner_name = "<owner>#<name>"), sparse by_expiry feeds the reaper, sparse by_progress holds
 # the apps still building or deploying (the poller advances them).
 resource "aws_dynamodb_table" "deployments" {
-  name         = "${local.prefix}-deployments"
-  billing_mode = "PAY_PER_REQUEST"
-  hash_key     = "id"
+  name                        = "${local.prefix}-deployments"
+  billing_mode                = "PAY_PER_REQUEST"
+  deletion_protection_enabled = !var.allow_destroy
+  hash_key                    = "id"
 
   attribute {
     name = "id"
@@ -311,9 +318,10 @@ resource "aws_dynamodb_table" "deployments" {
 # Multi-service stacks (pk slug): GSI by_owner lists an owner's stacks, sparse by_expiry feeds
 # the reaper (anonymous stacks and those of tiers without deploy slots expire).
 resource "aws_dynamodb_table" "stacks" {
-  name         = "${local.prefix}-stacks"
-  billing_mode = "PAY_PER_REQUEST"
-  hash_key     = "slug"
+  name                        = "${local.prefix}-stacks"
+  billing_mode                = "PAY_PER_REQUEST"
+  deletion_protection_enabled = !var.allow_destroy
+  hash_key                    = "slug"
 
   attribute {
     name = "slug"

@@ -9,6 +9,10 @@ output "table_names" {
     aws_dynamodb_table.resources.name,
     aws_dynamodb_table.idempotency.name,
     aws_dynamodb_table.counters.name,
+    aws_dynamodb_table.webhook-requests.name,
+    aws_dynamodb_table.accounts.name,
+    aws_dynamodb_table.deployments.name,
+    aws_dynamodb_table.stacks.name,
   ]
 }
 

@@ -3,6 +3,8 @@
 
 resource "aws_s3_bucket" "storage" {
   bucket = "${local.prefix}-storage"
+  # tenants' objects: a destroy fails while any is left, unless var.allow_destroy (dev only)
+  force_destroy = var.allow_destroy
 }
 
 resource "aws_s3_bucket_public_access_block" "storage" {

@@ -25,3 +25,34 @@ variable "secret_recovery_window_days" {
   type        = number
   default     = 7
 }
+
+variable "log_retention_days" {
+  description = "Days every Lambda's log group keeps its events (a CloudWatch Logs retention value)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be a value CloudWatch Logs accepts (1, 3, 5, 7, 14, 30, 60, 90, ... 3653)."
+  }
+}
+
+variable "reserved_concurrency" {
+  description = "Reserved concurrent executions per function: the API cannot take the account's whole concurrency and starve the jobs, and a scheduled job (1) never runs twice at once. -1 leaves a function unreserved."
+  type = object({
+    api_handler        = optional(number, 50)
+    reap_expired       = optional(number, 1)
+    reap_deploys       = optional(number, 1)
+    poll_deploys       = optional(number, 1)
+    deliver_mail       = optional(number, 1)
+    enforce_quotas     = optional(number, 1)
+    reconcile_backends = optional(number, 1)
+  })
+  default = {}
+}
+
+variable "allow_destroy" {
+  description = "false (the default): every table has deletion protection and the bucket refuses to be destroyed while it holds objects. true, for a dev stage only: `terraform destroy` removes the tables and empties the bucket."
+  type        = bool
+  default     = false
+}

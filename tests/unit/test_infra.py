@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chalice.config import Config
 from chalice.deploy.swagger import SwaggerGenerator
 
 import app
@@ -142,6 +143,21 @@ def test_terraform_tables_enable_pitr_and_encryption() -> None:
             assert [b.attributes for b in block.children(setting)] == [{"enabled": True}], (
                 f"{block.labels[1]}: {setting}"
             )
+
+
+def test_outputs_name_every_table() -> None:
+    (output,) = MODULE.children("output", "table_names")
+    named = [e.text for e in output.attributes["value"]]
+    assert named == [f"aws_dynamodb_table.{t}.name" for t in tf.TABLES]
+
+
+def test_tables_and_bucket_survive_a_destroy_unless_allowed() -> None:
+    assert _default("allow_destroy") is False
+    for block in MODULE.children("resource", "aws_dynamodb_table"):
+        protection = block.attributes["deletion_protection_enabled"]
+        assert protection == hcl.Expr("!var.allow_destroy"), block.labels[1]
+    bucket = _resource("aws_s3_bucket", "storage").attributes
+    assert bucket["force_destroy"] == hcl.Expr("var.allow_destroy")
 
 
 # -- S3 and the secret -------------------------------------------------------------------------
@@ -396,6 +412,46 @@ def test_wire_passes_the_secret_arn_to_every_function() -> None:
         env = function["environment"]["variables"]
         assert env["INSTANODE_SECRETS_ARN"] == "${aws_secretsmanager_secret.app.arn}"
         assert "aws_dynamodb_table.resources" in function["depends_on"]
+
+
+def test_wire_gives_every_function_a_log_group_with_retention_first() -> None:
+    wired = tf.wire(_chalice_output(), "prod")["resource"]
+    groups = wired["aws_cloudwatch_log_group"]
+    for name, function in wired["aws_lambda_function"].items():
+        assert groups[name] == {
+            "name": f"/aws/lambda/{function['function_name']}",
+            "retention_in_days": "${var.log_retention_days}",
+        }
+        assert f"aws_cloudwatch_log_group.{name}" in function["depends_on"]
+
+
+def _functions() -> list[str]:
+    return ["api_handler", *(source.name for source in app.app.event_sources)]
+
+
+def test_every_function_has_its_reserved_concurrency_variable() -> None:
+    (block,) = MODULE.children("variable", "reserved_concurrency")
+    declared = re.findall(r"(\w+)\s*=\s*optional\(number, (-?\d+)\)", str(block.attributes["type"]))
+    assert sorted(name for name, _ in declared) == sorted(_functions())
+    assert {name: int(n) for name, n in declared}["poll_deploys"] == 1  # never two at once
+    output = _chalice_output()
+    output["resource"]["aws_lambda_function"] = {n: _function("prod", n) for n in _functions()}
+    for name, function in tf.wire(output, "prod")["resource"]["aws_lambda_function"].items():
+        assert function["reserved_concurrent_executions"] == f"${{var.reserved_concurrency.{name}}}"
+
+
+def _timeout(function: str) -> int:
+    on_disk = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    return int(Config("prod", function_name=function, config_from_disk=on_disk).lambda_timeout)
+
+
+def test_api_times_out_before_api_gateway_and_jobs_before_their_next_run() -> None:
+    assert _timeout("api_handler") < 29  # API Gateway answers 504 at 29 s
+    units = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600}
+    for source in app.app.event_sources:
+        rate = re.fullmatch(r"rate\((\d+) (\w+)\)", source.schedule_expression.to_string())
+        assert rate, source.name
+        assert _timeout(source.name) < int(rate[1]) * units[rate[2]], source.name
 
 
 def test_wire_rejects_a_package_of_another_stage() -> None:
