@@ -207,7 +207,9 @@ class _Parser:
         if first is None:
             raise HclError("expression expected at end of input")
         value: Any
-        if first.text == "[":
+        if first.text in ("[", "{") and self.for_expression():
+            value = self.balanced()
+        elif first.text == "[":
             value = self.tuple_()
         elif first.text == "{":
             value = self.object_()
@@ -227,6 +229,21 @@ class _Parser:
                 raise HclError(f"unbalanced {tok.text!r} at offset {tok.start}")
             last = self.take()
         return value if last is None else Expr(self.src[first.start : last.end])
+
+    def for_expression(self) -> bool:
+        """The bracket at the cursor opens ``[for ...]`` or ``{for ...}``."""
+        j = self.i + 1
+        while j < len(self.toks) and self.toks[j].kind == "nl":
+            j += 1
+        return j < len(self.toks) and self.toks[j].text == "for"
+
+    def balanced(self) -> Expr:
+        """The bracketed span at the cursor, kept as source text."""
+        first, depth = self.take(), 1
+        while depth:
+            tok = self.take()
+            depth += 1 if tok.text in _OPEN else -1 if tok.text in _OPEN.values() else 0
+        return Expr(self.src[first.start : tok.end])
 
     def tuple_(self) -> list[Any]:
         self.take("[")

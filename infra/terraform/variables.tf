@@ -56,3 +56,20 @@ variable "allow_destroy" {
   type        = bool
   default     = false
 }
+
+variable "alarm_email" {
+  description = "An address subscribed (by email, confirmed from the first message) to the alarms topic; \"\" subscribes none."
+  type        = string
+  default     = ""
+}
+
+variable "api_5xx_rate_threshold" {
+  description = "The share of API requests answered 5xx (0-1) over which the api-5xx-rate alarm fires, for two 5-minute periods."
+  type        = number
+  default     = 0.05
+
+  validation {
+    condition     = var.api_5xx_rate_threshold > 0 && var.api_5xx_rate_threshold < 1
+    error_message = "api_5xx_rate_threshold is a share of requests, between 0 and 1."
+  }
+}

@@ -216,6 +216,7 @@ ALLOWED_ACTIONS = {
     "s3:ListBucket",
     "secretsmanager:GetSecretValue",
     "ses:SendEmail",
+    "sqs:SendMessage",  # a scheduled job's failed run, to its dead-letter queue
     "logs:CreateLogGroup",
     "logs:CreateLogStream",
     "logs:PutLogEvents",
@@ -244,7 +245,9 @@ def _stage_arns(stage: str) -> set[str]:
     bucket = _named(_resource("aws_s3_bucket", "storage").attributes["bucket"], stage)
     secret = _named(_resource("aws_secretsmanager_secret", "app").attributes["name"], stage)
     logs = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{prefix}"
+    dlq = _named(_resource("aws_sqs_queue", "jobs_dlq").attributes["name"], stage)
     return arns | {
+        f"arn:aws:sqs:{REGION}:{ACCOUNT}:{dlq}",  # the scheduled jobs' failed runs
         f"arn:aws:s3:::{bucket}",
         f"arn:aws:s3:::{bucket}/*",
         f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{secret}-??????",
@@ -290,6 +293,54 @@ def test_policies_differ_only_by_stage_name() -> None:
     dev = (ROOT / "policies" / "policy-dev.json").read_text()
     prod = (ROOT / "policies" / "policy-prod.json").read_text()
     assert dev.replace("instanode-dev", "instanode-prod") == prod
+
+
+# -- alarms and the jobs' dead-letter queue -----------------------------------------------------
+
+
+def test_alarms_watch_every_function_and_every_table() -> None:
+    (block,) = [b for b in MODULE.children("locals") if "lambdas" in b.attributes]
+    lambdas, tables = block.attributes["lambdas"], block.attributes["tables"]
+    assert lambdas == {n: hcl.Expr(f"aws_lambda_function.{n}") for n in _functions()}
+    assert tables == {t: hcl.Expr(f"aws_dynamodb_table.{t}.name") for t in tf.TABLES}
+    for alarm in ("lambda_errors", "lambda_throttles", "lambda_duration"):
+        assert _resource("aws_cloudwatch_metric_alarm", alarm).attributes["for_each"] == hcl.Expr(
+            "local.lambdas"
+        )
+    throttles = _resource("aws_cloudwatch_metric_alarm", "dynamodb_throttles").attributes
+    assert throttles["for_each"] == hcl.Expr("local.tables")
+
+
+def test_every_alarm_notifies_the_topic_when_it_fires_and_when_it_clears() -> None:
+    alarms = MODULE.children("resource", "aws_cloudwatch_metric_alarm")
+    assert len(alarms) == 6
+    for alarm in alarms:
+        for actions in ("alarm_actions", "ok_actions"):
+            assert alarm.attributes[actions] == hcl.Expr("local.alarm_actions"), alarm.labels
+        assert alarm.attributes["treat_missing_data"] == "notBreaching"
+    assert _locals()["alarm_actions"] == [hcl.Expr("aws_sns_topic.alarms.arn")]
+    subscription = _resource("aws_sns_topic_subscription", "alarm_email").attributes
+    assert subscription["count"] == hcl.Expr('var.alarm_email == "" ? 0 : 1')
+
+
+def test_failed_job_runs_go_to_the_dlq_without_retries() -> None:
+    config = _resource("aws_lambda_function_event_invoke_config", "jobs")
+    assert config.attributes["for_each"] == hcl.Expr("local.jobs")
+    assert config.attributes["maximum_retry_attempts"] == 0
+    ((on_failure,),) = [d.children("on_failure") for d in config.children("destination_config")]
+    assert on_failure.attributes["destination"] == hcl.Expr("aws_sqs_queue.jobs_dlq.arn")
+    assert _resource("aws_sqs_queue", "jobs_dlq").attributes["sqs_managed_sse_enabled"] is True
+
+
+def test_hcl_reader_keeps_for_expressions_as_text() -> None:
+    parsed = hcl.parse(
+        'locals {\n  x = { for k, v in y : k => v if k != "a" }\n  z = [for i in w : i]\n}\n'
+    )
+    (block,) = parsed.children("locals")
+    assert block.attributes == {
+        "x": hcl.Expr('{ for k, v in y : k => v if k != "a" }'),
+        "z": hcl.Expr("[for i in w : i]"),
+    }
 
 
 # -- API Gateway responses ----------------------------------------------------------------------
