@@ -9,7 +9,9 @@ Terraform < 1.4 and aws < 5; versions.tf owns the constraints) and its unused
 ``${partition}``/``${region}``/``${account_id}`` placeholders of policies/*.json, names the
 schedule rules per stage, declares greedy ``{name+}`` path parameters in the REST API's
 swagger, gives every Lambda its log group (with a retention) and its reserved concurrency
-(variables), and redeploys the API when the gateway responses change.
+(variables), names the REST API per stage, moves the API's stage out of Chalice's deployment
+(edge.tf holds it, with throttling and access logs), and redeploys the API when the swagger or
+the gateway responses change.
 """
 
 from __future__ import annotations
@@ -86,11 +88,20 @@ def wire(doc: dict[str, Any], stage: str) -> dict[str, Any]:
     if "chalice_api_swagger" in out.get("locals", {}):
         swagger = json.loads(out["locals"]["chalice_api_swagger"])
         out["locals"]["chalice_api_swagger"] = json.dumps(declare_greedy_parameters(swagger))
+    for api in resources.get("aws_api_gateway_rest_api", {}).values():
+        api["name"] = "${local.prefix}"  # Chalice names both stages' APIs "instanode"
     for deployment in resources.get("aws_api_gateway_deployment", {}).values():
+        # edge.tf's aws_api_gateway_stage holds the stage (throttling, access logs): the
+        # deployment only snapshots the API, anew when the swagger or a gateway response changes
+        deployment.pop("stage_name", None)
+        deployment.pop("stage_description", None)
         deployment["triggers"] = {
-            "gateway_responses": "${sha1(jsonencode(local.gateway_responses))}"
+            "swagger": "${md5(local.chalice_api_swagger)}",
+            "gateway_responses": "${sha1(jsonencode(local.gateway_responses))}",
         }
         deployment["depends_on"] = ["aws_api_gateway_gateway_response.envelope"]
+    if "EndpointURL" in out.get("output", {}):
+        out["output"]["EndpointURL"]["value"] = "${aws_api_gateway_stage.api.invoke_url}"
     return out
 
 

@@ -171,7 +171,7 @@ resource "aws_cloudwatch_metric_alarm" "api_5xx" {
   alarm_description   = "Over ${var.api_5xx_rate_threshold * 100}% of API requests answered 5xx for 10 minutes. Runbook: infra/terraform/README.md#alarms"
   namespace           = "AWS/ApiGateway"
   metric_name         = "5XXError"
-  dimensions          = { ApiName = aws_api_gateway_rest_api.rest_api.name, Stage = "api" }
+  dimensions          = { ApiName = aws_api_gateway_rest_api.rest_api.name, Stage = aws_api_gateway_stage.api.stage_name }
   statistic           = "Average"
   period              = 300
   evaluation_periods  = 2

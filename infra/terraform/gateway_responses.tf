@@ -1,7 +1,8 @@
 # API Gateway's own answers in the app's error envelope. Chalice has no catch-all route, so an
 # unknown method or path gets API Gateway's 403 MISSING_AUTHENTICATION_TOKEN: make it a 404
 # (devstack/serve.py does the same locally, and its 10 MB body cap answers as REQUEST_TOO_LARGE
-# does). DEFAULT_4XX/5XX keep their status codes.
+# does). The edge's throttle (edge.tf) and WAF rate rule answer 429 rate_limited, as the app's own
+# limits do. DEFAULT_4XX/5XX keep their status codes.
 # `python -m infra.tf package` makes the API deployment depend on these and redeploy when
 # local.gateway_responses changes, since a gateway response takes effect only on a new deployment.
 
@@ -17,6 +18,18 @@ locals {
       status_code = "413"
       body        = <<-EOT
         {"ok":false,"error":"payload_too_large","message":"The request is over API Gateway's 10 MB payload limit.","request_id":"$context.requestId"}
+      EOT
+    }
+    THROTTLED = {
+      status_code = "429"
+      body        = <<-EOT
+        {"ok":false,"error":"rate_limited","message":"Too many requests: the API's throttle refused this one before it ran.","agent_action":"Retry in a few seconds, backing off; send one request per resource.","request_id":"$context.requestId"}
+      EOT
+    }
+    WAF_FILTERED = {
+      status_code = "429"
+      body        = <<-EOT
+        {"ok":false,"error":"rate_limited","message":"Too many requests from this address in 5 minutes.","agent_action":"Wait 5 minutes before retrying from this address.","request_id":"$context.requestId"}
       EOT
     }
     DEFAULT_4XX = {

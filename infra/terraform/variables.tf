@@ -73,3 +73,29 @@ variable "api_5xx_rate_threshold" {
     error_message = "api_5xx_rate_threshold is a share of requests, between 0 and 1."
   }
 }
+
+variable "throttle" {
+  description = "Requests per second and burst API Gateway lets through: `stage` for every route and all clients together, `creating` (tighter) for each route that creates something (the /<kind>/new provisions, /deploy/new, /stacks/new)."
+  type = object({
+    stage    = optional(object({ rate = optional(number, 100), burst = optional(number, 200) }), {})
+    creating = optional(object({ rate = optional(number, 10), burst = optional(number, 20) }), {})
+  })
+  default = {}
+}
+
+variable "waf_rate_limit" {
+  description = "Requests per client IP per 5 minutes over which a WAF web ACL on the stage blocks the IP (a WAF costs money: 0, the default, makes none)."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.waf_rate_limit == 0 || var.waf_rate_limit >= 10
+    error_message = "waf_rate_limit is 0 (no WAF) or at least 10 (AWS WAF's minimum)."
+  }
+}
+
+variable "manage_api_gateway_account" {
+  description = "Make API Gateway's CloudWatch Logs role (one per account and region, which access logs need); false when the account already has one."
+  type        = bool
+  default     = true
+}

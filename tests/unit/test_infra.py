@@ -13,6 +13,7 @@ from chalice.config import Config
 from chalice.deploy.swagger import SwaggerGenerator
 
 import app
+from chalicelib.routes.provision import ROUTES as PROVISION_ROUTES
 from devstack.aws import create_tables, table_specs
 from infra import hcl, tf
 
@@ -364,6 +365,14 @@ def test_gateway_turns_missing_authentication_token_into_404() -> None:
     }
 
 
+@pytest.mark.parametrize("response_type", ["THROTTLED", "WAF_FILTERED"])
+def test_the_edge_refuses_floods_as_the_app_does(response_type: str) -> None:
+    assert _locals()["gateway_responses"][response_type]["status_code"] == "429"
+    body = _gateway_body(response_type)
+    assert (body["ok"], body["error"], body["request_id"]) == (False, "rate_limited", "req-1")
+    assert body["agent_action"]
+
+
 def test_gateway_answers_a_body_over_its_limit_as_payload_too_large() -> None:
     """The local server's 10 MB cap (devstack/serve.py) answers the same code."""
     assert _locals()["gateway_responses"]["REQUEST_TOO_LARGE"]["status_code"] == "413"
@@ -426,11 +435,18 @@ def _chalice_output(stage: str = "prod") -> dict[str, Any]:
                 "reap_expired": _function(stage, "reap_expired"),
             },
             "aws_cloudwatch_event_rule": {"reap_expired-event": {"name": "reap_expired-event"}},
-            "aws_api_gateway_rest_api": {"rest_api": {"body": "${local.chalice_api_swagger}"}},
+            "aws_api_gateway_rest_api": {
+                "rest_api": {"body": "${local.chalice_api_swagger}", "name": "instanode"}
+            },
             "aws_api_gateway_deployment": {
-                "rest_api": {"rest_api_id": "${aws_api_gateway_rest_api.rest_api.id}"}
+                "rest_api": {
+                    "stage_name": "api",
+                    "stage_description": "${md5(local.chalice_api_swagger)}",
+                    "rest_api_id": "${aws_api_gateway_rest_api.rest_api.id}",
+                }
             },
         },
+        "output": {"EndpointURL": {"value": "${aws_api_gateway_deployment.rest_api.invoke_url}"}},
     }
 
 
@@ -530,6 +546,56 @@ def test_render_policy_fills_placeholders_and_escapes_other_templates() -> None:
     policy = '"arn:${partition}:s3:::b/${aws:username}/*", "x:${account_id}", "%{if}"'
     assert tf.render_policy(policy) == (
         '"arn:${local.partition}:s3:::b/$${aws:username}/*", "x:${local.account_id}", "%%{if}"'
+    )
+
+
+def test_wire_hands_the_stage_to_edge_tf_and_redeploys_on_any_change() -> None:
+    wired = tf.wire(_chalice_output(), "prod")
+    deployment = wired["resource"]["aws_api_gateway_deployment"]["rest_api"]
+    assert "stage_name" not in deployment and "stage_description" not in deployment
+    assert deployment["triggers"] == {
+        "swagger": "${md5(local.chalice_api_swagger)}",
+        "gateway_responses": "${sha1(jsonencode(local.gateway_responses))}",
+    }
+    assert wired["output"]["EndpointURL"] == {"value": "${aws_api_gateway_stage.api.invoke_url}"}
+    assert wired["resource"]["aws_api_gateway_rest_api"]["rest_api"]["name"] == "${local.prefix}"
+    stage = _resource("aws_api_gateway_stage", "api").attributes
+    assert (stage["stage_name"], stage["deployment_id"]) == (
+        "api",
+        hcl.Expr("aws_api_gateway_deployment.rest_api.id"),
+    )
+
+
+def test_access_logs_name_the_route_never_the_path_with_its_token() -> None:
+    (settings,) = _resource("aws_api_gateway_stage", "api").children("access_log_settings")
+    fields = settings.attributes["format"].text
+    assert "$context.resourcePath" in fields and "$context.path" not in fields
+    assert "$context.requestId" in fields and "$context.identity.sourceIp" in fields
+    for block in MODULE.children("resource", "aws_wafv2_web_acl"):
+        for config in [*block.children("visibility_config"), *block.children("rule")]:
+            for visibility in [config, *config.children("visibility_config")]:
+                assert visibility.attributes.get("sampled_requests_enabled", False) is False
+
+
+def test_creating_routes_have_a_tighter_throttle_than_the_stage() -> None:
+    creating = _resource("aws_api_gateway_method_settings", "creating").attributes
+    assert creating["for_each"] == hcl.Expr("toset(local.creating_routes)")
+    assert creating["method_path"] == "${each.value}/POST"
+    routes = {f"/{r}" for r in _locals()["creating_routes"]}
+    assert routes == {*PROVISION_ROUTES, "/deploy/new", "/stacks/new"}
+    assert all("POST" in app.app.routes[r] for r in routes)
+    (block,) = MODULE.children("variable", "throttle")
+    defaults = re.findall(r"(\w+)\s*=\s*optional\(object\((.*?)\), \{\}\)", str(block.attributes))
+    rates = {
+        name: dict(re.findall(r"(\w+) = optional\(number, (\d+)\)", fields))
+        for name, fields in defaults
+    }
+    assert int(rates["creating"]["rate"]) < int(rates["stage"]["rate"])
+    assert int(rates["creating"]["burst"]) < int(rates["stage"]["burst"])
+    waf = _resource("aws_wafv2_web_acl", "api").attributes
+    assert (
+        waf["count"] == hcl.Expr("var.waf_rate_limit > 0 ? 1 : 0")
+        and _default("waf_rate_limit") == 0
     )
 
 
