@@ -76,8 +76,13 @@ def wire(doc: dict[str, Any], stage: str) -> dict[str, Any]:
     functions = resources.get("aws_lambda_function", {})
     if not functions:
         raise WireError("no aws_lambda_function in the chalice output")
+    out.setdefault("locals", {})["package_env"] = {
+        name: dict(function.get("environment", {}).get("variables", {}))
+        for name, function in functions.items()
+    }
     for name, function in functions.items():
         _wire_function(name, function, stage)
+        _vpc_mode(name, function, resources)
     resources["aws_cloudwatch_log_group"] = {
         name: log_group(function["function_name"]) for name, function in functions.items()
     }
@@ -103,6 +108,32 @@ def wire(doc: dict[str, Any], stage: str) -> dict[str, Any]:
     if "EndpointURL" in out.get("output", {}):
         out["output"]["EndpointURL"]["value"] = "${aws_api_gateway_stage.api.invoke_url}"
     return out
+
+
+def _vpc_mode(name: str, function: dict[str, Any], resources: dict[str, Any]) -> None:
+    """With var.vpc set, the function runs in its subnets (and its role may make the network
+    interfaces that takes)."""
+    function["dynamic"] = {
+        "vpc_config": {
+            "for_each": "${var.vpc == null ? [] : [var.vpc]}",
+            "content": {
+                "subnet_ids": "${vpc_config.value.subnet_ids}",
+                "security_group_ids": "${vpc_config.value.security_group_ids}",
+            },
+        }
+    }
+    role = _REFERENCE.fullmatch(function["role"])
+    if role is None:
+        raise WireError(f"{name}: its role is not an aws_iam_role reference: {function['role']!r}")
+    resources.setdefault("aws_iam_role_policy_attachment", {})[f"{name}_vpc_access"] = {
+        "count": "${var.vpc == null ? 0 : 1}",
+        "role": f"${{aws_iam_role.{role[1]}.name}}",
+        "policy_arn": "arn:${local.partition}:iam::aws:policy/service-role/"
+        "AWSLambdaVPCAccessExecutionRole",
+    }
+
+
+_REFERENCE = re.compile(r"\$\{aws_iam_role\.([\w-]+)\.arn\}")
 
 
 def log_group(function_name: str) -> dict[str, Any]:
@@ -150,7 +181,11 @@ def _wire_function(name: str, function: dict[str, Any], stage: str) -> None:
                 f"{name}: .chalice/config.json sets {key}={env.get(key)!r}; "
                 f"infra/terraform creates {value!r}"
             )
-    env["INSTANODE_SECRETS_ARN"] = "${aws_secretsmanager_secret.app.arn}"
+    # the package's variables, then settings.tf's production settings and the secret's ARN
+    function["environment"]["variables"] = (
+        f"${{merge(local.package_env.{name}, local.app_settings, "
+        "{INSTANODE_SECRETS_ARN = aws_secretsmanager_secret.app.arn})}"
+    )
     function["depends_on"] = [
         *(f"aws_dynamodb_table.{t}" for t in TABLES),
         "aws_s3_bucket.storage",

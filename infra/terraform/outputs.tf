@@ -27,3 +27,8 @@ output "secret_arn" {
 output "secret_name" {
   value = aws_secretsmanager_secret.app.name
 }
+
+output "ses_dkim_tokens" {
+  description = "For a domain ses_identity: add a CNAME <token>._domainkey.<domain> -> <token>.dkim.amazonses.com for each."
+  value       = one(aws_sesv2_email_identity.mail[*].dkim_signing_attributes[0].tokens)
+}

@@ -99,3 +99,57 @@ variable "manage_api_gateway_account" {
   type        = bool
   default     = true
 }
+
+# VPC mode: every Lambda runs in these private subnets with these security groups and reaches the
+# backends' admin endpoints (Postgres, Redis, MongoDB, NATS, the Kubernetes API) over private
+# addresses, so none of them needs to face the internet. The subnets also need a way to AWS's own
+# APIs: gateway endpoints for DynamoDB and S3, interface endpoints (or a NAT gateway) for Secrets
+# Manager, SES, SQS and CloudWatch Logs (README.md, "Network").
+variable "vpc" {
+  description = "null (the default): the Lambdas run outside any VPC. Else the private subnets and security groups they run in."
+  type = object({
+    subnet_ids         = list(string)
+    security_group_ids = list(string)
+  })
+  default = null
+
+  validation {
+    condition     = var.vpc == null || (length(var.vpc.subnet_ids) >= 2 && length(var.vpc.security_group_ids) >= 1)
+    error_message = "vpc needs at least two subnets (two availability zones) and one security group."
+  }
+}
+
+variable "public_base_url" {
+  description = "The https:// address agents reach the API at: the base of every link, agent_action and /llms.txt (a custom domain, or the stage's invoke URL)."
+  type        = string
+  default     = ""
+}
+
+variable "mail_from" {
+  description = "The sender of sign-in links, an address of var.ses_identity, e.g. \"instanode <noreply@example.com>\"."
+  type        = string
+  default     = ""
+}
+
+variable "ses_identity" {
+  description = "The SES identity (a domain, or one address) this module verifies for mail_from; \"\" when the account already has it."
+  type        = string
+  default     = ""
+}
+
+variable "deploy" {
+  description = "Container deploys: backend \"kube\" (prod) builds with kaniko on the cluster at kube_api_url and pushes to registry; apps get <slug>.<domain>. The cluster token is the secret's INSTANODE_KUBE_TOKEN."
+  type = object({
+    backend        = optional(string, "kube")
+    kube_api_url   = optional(string, "")
+    kube_namespace = optional(string, "instanode-apps")
+    registry       = optional(string, "")
+    domain         = optional(string, "")
+  })
+  default = {}
+
+  validation {
+    condition     = contains(["kube", "local"], var.deploy.backend)
+    error_message = "deploy.backend is \"kube\" or \"local\" (podman on the Lambda's machine: for trials only)."
+  }
+}

@@ -473,12 +473,45 @@ def test_wire_drops_version_pins_and_null_data_source() -> None:
     assert providers.attributes["aws"]["version"].startswith("~> 5.")
 
 
-def test_wire_passes_the_secret_arn_to_every_function() -> None:
-    wired = tf.wire(_chalice_output(), "prod")
-    for function in wired["resource"]["aws_lambda_function"].values():
-        env = function["environment"]["variables"]
-        assert env["INSTANODE_SECRETS_ARN"] == "${aws_secretsmanager_secret.app.arn}"
+def test_wire_gives_every_function_its_package_env_the_settings_and_the_secret_arn() -> None:
+    output = _chalice_output()
+    wired = tf.wire(output, "prod")
+    for name, function in wired["resource"]["aws_lambda_function"].items():
+        assert function["environment"]["variables"] == (
+            f"${{merge(local.package_env.{name}, local.app_settings, "
+            "{INSTANODE_SECRETS_ARN = aws_secretsmanager_secret.app.arn})}"
+        )
+        package = output["resource"]["aws_lambda_function"][name]["environment"]["variables"]
+        assert wired["locals"]["package_env"][name] == package
         assert "aws_dynamodb_table.resources" in function["depends_on"]
+    settings = _locals()["app_settings"].text
+    for variable in ("PUBLIC_BASE_URL", "MAIL_URL", "MAIL_FROM", "DEPLOY_BACKEND", "KUBE_API_URL"):
+        assert f"INSTANODE_{variable}" in settings
+    assert 'if value != ""' in settings  # an unset variable leaves the app's default
+
+
+def test_vpc_mode_puts_every_function_in_the_subnets_and_lets_its_role_attach() -> None:
+    wired = tf.wire(_chalice_output(), "prod")["resource"]
+    attachments = wired["aws_iam_role_policy_attachment"]
+    for name, function in wired["aws_lambda_function"].items():
+        vpc = function["dynamic"]["vpc_config"]
+        assert vpc["for_each"] == "${var.vpc == null ? [] : [var.vpc]}"
+        assert vpc["content"]["subnet_ids"] == "${vpc_config.value.subnet_ids}"
+        attachment = attachments[f"{name}_vpc_access"]
+        assert attachment["count"] == "${var.vpc == null ? 0 : 1}"
+        assert attachment["role"] == f"${{aws_iam_role.{name}_role.name}}"
+        assert attachment["policy_arn"].endswith(
+            ":policy/service-role/AWSLambdaVPCAccessExecutionRole"
+        )
+
+
+def test_prod_settings_preconditions_name_what_is_missing() -> None:
+    (check,) = MODULE.children("resource", "terraform_data", "production_settings")
+    (lifecycle,) = check.children("lifecycle")
+    messages = [p.attributes["error_message"] for p in lifecycle.children("precondition")]
+    assert any("public_base_url" in m and "loopback" in m for m in messages)
+    assert any('deploy.backend = "kube"' in m for m in messages)
+    assert any("mail_from" in m for m in messages)
 
 
 def test_wire_gives_every_function_a_log_group_with_retention_first() -> None:
