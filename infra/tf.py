@@ -392,6 +392,15 @@ def check() -> int:
             f"terraform validate, stage {stage} (providers from {mirror})",
             detail,
         )
+    if "prod" in work:
+        from infra import tf_moto
+
+        ok, detail = tf_moto.check(run, work["prod"], mirror)
+        report(
+            "ok" if ok else "FAIL",
+            "terraform plan (local settings refused), apply and destroy against moto, stage prod",
+            detail,
+        )
     return 1 if failed else 0
 
 

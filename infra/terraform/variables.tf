@@ -114,7 +114,7 @@ variable "vpc" {
   default = null
 
   validation {
-    condition     = var.vpc == null || (length(var.vpc.subnet_ids) >= 2 && length(var.vpc.security_group_ids) >= 1)
+    condition     = var.vpc == null ? true : length(var.vpc.subnet_ids) >= 2 && length(var.vpc.security_group_ids) >= 1
     error_message = "vpc needs at least two subnets (two availability zones) and one security group."
   }
 }
