@@ -49,6 +49,7 @@ PLACEHOLDERS = {
     "partition": "local.partition",
     "region": "local.region",
     "account_id": "local.account_id",
+    "mail_from_address": "local.mail_from_address",  # settings.tf: var.mail_from's address
 }
 MIRRORS = (
     Path("/opt/tf-plugins"),

@@ -14,7 +14,10 @@ locals {
     INSTANODE_KUBE_API_URL    = var.deploy.kube_api_url
     INSTANODE_KUBE_NAMESPACE  = var.deploy.kube_namespace
   } : name => value if value != "" }
-  loopback = "^https?://(localhost|127\\.[0-9.]+|\\[::1\\]|0\\.0\\.0\\.0)([:/]|$)"
+  # the address in var.mail_from ("instanode <noreply@example.com>"): the only sender the
+  # policies' SendMail statement allows (ses:FromAddress)
+  mail_from_address = try(regex("[^<>\\s]+@[^<>\\s]+", var.mail_from), "")
+  loopback          = "^https?://(localhost|127\\.[0-9.]+|\\[::1\\]|0\\.0\\.0\\.0)([:/]|$)"
 }
 
 resource "terraform_data" "production_settings" {

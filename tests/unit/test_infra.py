@@ -226,7 +226,12 @@ ALLOWED_ACTIONS = {
 
 def _policy(stage: str) -> dict[str, Any]:
     text = (ROOT / "policies" / f"policy-{stage}.json").read_text()
-    values = {"partition": "aws", "region": REGION, "account_id": ACCOUNT}
+    values = {
+        "partition": "aws",
+        "region": REGION,
+        "account_id": ACCOUNT,
+        "mail_from_address": "noreply@example.com",
+    }
     rendered = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], text)
     doc: dict[str, Any] = json.loads(rendered)
     return doc
@@ -281,6 +286,16 @@ def test_policies_grant_only_item_object_secret_and_log_actions(stage: str) -> N
     actions = {a for s in _statements(stage) for a in _as_list(s["Action"])}
     assert actions <= ALLOWED_ACTIONS
     assert all("NotAction" not in s for s in _statements(stage))
+
+
+def test_mail_may_be_sent_only_from_the_configured_address() -> None:
+    for stage in STAGES:
+        (send,) = [s for s in _statements(stage) if s["Action"] == ["ses:SendEmail"]]
+        condition = {"StringEquals": {"ses:FromAddress": "noreply@example.com"}}
+        assert send["Condition"] == condition
+    rendered = tf.render_policy('{"a": "${mail_from_address}"}')
+    assert rendered == '{"a": "${local.mail_from_address}"}'
+    assert "mail_from_address" in _locals()
 
 
 def test_policies_query_indexes_but_write_only_tables() -> None:
