@@ -72,4 +72,17 @@ resource "aws_s3_bucket_lifecycle_configuration" "storage" {
       days = 1
     }
   }
+
+  # A multipart upload never completed keeps its parts, billed and unlisted (a quota reading
+  # lists objects): gone after a day, whoever started it.
+  rule {
+    id     = "abort-incomplete-multipart-uploads"
+    status = "Enabled"
+
+    filter {}
+
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 1
+    }
+  }
 }

@@ -164,10 +164,14 @@ def test_tables_and_bucket_survive_a_destroy_unless_allowed() -> None:
 # -- S3 and the secret -------------------------------------------------------------------------
 
 
-def test_bucket_expires_anonymous_objects_and_unused_uploads_after_one_day() -> None:
+def test_bucket_expires_anonymous_objects_unused_uploads_and_stale_multiparts() -> None:
     rules = _resource("aws_s3_bucket_lifecycle_configuration", "storage").children("rule")
     by_prefix = {}
     for rule in rules:
+        if rule.attributes["id"] == "abort-incomplete-multipart-uploads":
+            (abort,) = rule.children("abort_incomplete_multipart_upload")
+            assert abort.attributes == {"days_after_initiation": 1}
+            continue
         (filter_,) = rule.children("filter")
         (expiration,) = rule.children("expiration")
         assert rule.attributes["status"] == "Enabled"
