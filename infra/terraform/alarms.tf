@@ -14,6 +14,18 @@ locals {
     reconcile_backends = aws_lambda_function.reconcile_backends
   }
   jobs = { for name, function in local.lambdas : name => function if name != "api_handler" }
+  # any Errors or Throttles of a function in 5 minutes: one alarm each, "<name>-<metric>"
+  failure_metrics = {
+    Errors    = "it raised (an unhandled error or a timeout)"
+    Throttles = "it was throttled: its reserved concurrency (var.reserved_concurrency) is used up"
+  }
+  lambda_failures = merge([
+    for name, function in local.lambdas : {
+      for metric, means in local.failure_metrics : "${name}-${metric}" => {
+        name = name, function = function, metric = metric, means = means
+      }
+    }
+  ]...)
   tables = {
     resources        = aws_dynamodb_table.resources.name
     idempotency      = aws_dynamodb_table.idempotency.name
@@ -58,30 +70,13 @@ resource "aws_lambda_function_event_invoke_config" "jobs" {
   }
 }
 
-resource "aws_cloudwatch_metric_alarm" "lambda_errors" {
-  for_each            = local.lambdas
-  alarm_name          = "${each.value.function_name}-errors"
-  alarm_description   = "${each.key} raised (an unhandled error or a timeout). Runbook: infra/terraform/README.md#alarms"
+resource "aws_cloudwatch_metric_alarm" "lambda_failures" {
+  for_each            = local.lambda_failures
+  alarm_name          = "${each.value.function.function_name}-${lower(each.value.metric)}"
+  alarm_description   = "${each.value.name}: ${each.value.means}. Runbook: infra/terraform/README.md#alarms"
   namespace           = "AWS/Lambda"
-  metric_name         = "Errors"
-  dimensions          = { FunctionName = each.value.function_name }
-  statistic           = "Sum"
-  period              = 300
-  evaluation_periods  = 1
-  comparison_operator = "GreaterThanThreshold"
-  threshold           = 0
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = local.alarm_actions
-  ok_actions          = local.alarm_actions
-}
-
-resource "aws_cloudwatch_metric_alarm" "lambda_throttles" {
-  for_each            = local.lambdas
-  alarm_name          = "${each.value.function_name}-throttles"
-  alarm_description   = "${each.key} was throttled: its reserved concurrency (var.reserved_concurrency) is used up. Runbook: infra/terraform/README.md#alarms"
-  namespace           = "AWS/Lambda"
-  metric_name         = "Throttles"
-  dimensions          = { FunctionName = each.value.function_name }
+  metric_name         = each.value.metric
+  dimensions          = { FunctionName = each.value.function.function_name }
   statistic           = "Sum"
   period              = 300
   evaluation_periods  = 1

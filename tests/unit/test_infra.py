@@ -323,17 +323,19 @@ def test_alarms_watch_every_function_and_every_table() -> None:
     lambdas, tables = block.attributes["lambdas"], block.attributes["tables"]
     assert lambdas == {n: hcl.Expr(f"aws_lambda_function.{n}") for n in _functions()}
     assert tables == {t: hcl.Expr(f"aws_dynamodb_table.{t}.name") for t in tf.TABLES}
-    for alarm in ("lambda_errors", "lambda_throttles", "lambda_duration"):
-        assert _resource("aws_cloudwatch_metric_alarm", alarm).attributes["for_each"] == hcl.Expr(
-            "local.lambdas"
-        )
+    failures = _resource("aws_cloudwatch_metric_alarm", "lambda_failures").attributes
+    assert failures["for_each"] == hcl.Expr("local.lambda_failures")
+    assert "for name, function in local.lambdas" in _locals()["lambda_failures"].text
+    assert set(_locals()["failure_metrics"]) == {"Errors", "Throttles"}
+    duration = _resource("aws_cloudwatch_metric_alarm", "lambda_duration").attributes
+    assert duration["for_each"] == hcl.Expr("local.lambdas")
     throttles = _resource("aws_cloudwatch_metric_alarm", "dynamodb_throttles").attributes
     assert throttles["for_each"] == hcl.Expr("local.tables")
 
 
 def test_every_alarm_notifies_the_topic_when_it_fires_and_when_it_clears() -> None:
     alarms = MODULE.children("resource", "aws_cloudwatch_metric_alarm")
-    assert len(alarms) == 6
+    assert len(alarms) == 5
     for alarm in alarms:
         for actions in ("alarm_actions", "ok_actions"):
             assert alarm.attributes[actions] == hcl.Expr("local.alarm_actions"), alarm.labels
