@@ -56,9 +56,21 @@ lint: $(STAMP)
 test: lint tf-check | $(BROWSER_BINARIES)
 	$(BIN)/python -m pytest
 
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+
 # Terraform: fmt -check always, init + validate when a provider mirror is present (infra/terraform/README.md).
-tf-check: $(STAMP)
+tf-check: $(STAMP) $(CHECKOV_STAMP)
 	$(BIN)/python -m infra.tf check
+
+# Checkov (infra/checkov.py) in a venv of its own: it pins its own boto3, botocore... Where PyPI is
+# out of reach the install fails and `infra.tf check` prints SKIP for the checkov step instead.
+$(CHECKOV_STAMP):
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q 'checkov==$(CHECKOV_VERSION)' && touch $@ \
+	  || { rm -rf $(CHECKOV_VENV); echo "checkov $(CHECKOV_VERSION) not installed: infra.tf check will SKIP it"; }
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit

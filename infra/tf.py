@@ -6,7 +6,8 @@
 ``wire()`` adapts Chalice's JSON to this module: it drops Chalice's ``terraform`` block (pins
 Terraform < 1.4 and aws < 5; versions.tf owns the constraints) and its unused
 ``null_data_source``, passes INSTANODE_SECRETS_ARN to every Lambda, fills the
-``${partition}``/``${region}``/``${account_id}`` placeholders of policies/*.json, names the
+``${prefix}``/``${partition}``/``${region}``/``${account_id}`` placeholders of the
+functions' policies (policies/<function>.json), names the
 schedule rules per stage, declares greedy ``{name+}`` path parameters in the REST API's
 swagger, gives every Lambda its log group (with a retention) and its reserved concurrency
 (variables), names the REST API per stage, moves the API's stage out of Chalice's deployment
@@ -25,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ TABLES = (
     "stacks",
 )
 PLACEHOLDERS = {
+    "prefix": "local.prefix",  # instanode-<stage>: the policies name no stage themselves
     "partition": "local.partition",
     "region": "local.region",
     "account_id": "local.account_id",
@@ -227,15 +230,15 @@ def _chalice() -> str:
 
 def package(stage: str, out_dir: Path) -> None:
     """``chalice package`` for ``stage``, wired, into ``out_dir`` (.tf.json and zip)."""
-    raw = BUILD / "chalice" / stage
-    shutil.rmtree(raw, ignore_errors=True)
     env = {**os.environ, "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
-    cmd = [_chalice(), "package", "--stage", stage, "--pkg-format", "terraform", str(raw)]
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
-    doc = json.loads((raw / "chalice.tf.json").read_text())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "chalice.tf.json").write_text(json.dumps(wire(doc, stage), indent=2) + "\n")
-    shutil.copy2(raw / "deployment.zip", out_dir / "deployment.zip")
+    with tempfile.TemporaryDirectory(prefix=f"chalice-{stage}-") as tmp:
+        raw = Path(tmp) / "out"  # chalice wants a directory it makes itself
+        cmd = [_chalice(), "package", "--stage", stage, "--pkg-format", "terraform", str(raw)]
+        subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+        doc = json.loads((raw / "chalice.tf.json").read_text())
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "chalice.tf.json").write_text(json.dumps(wire(doc, stage), indent=2) + "\n")
+        shutil.copy2(raw / "deployment.zip", out_dir / "deployment.zip")
 
 
 # -- checks --------------------------------------------------------------------------------
@@ -288,9 +291,9 @@ def _tf_env() -> None:
 
 
 def check_policies() -> list[str]:
+    """policies/<function>.json (one per Lambda function) parse and use known placeholders."""
     problems = []
-    for stage in STAGES:
-        path = POLICY_DIR / f"policy-{stage}.json"
+    for path in sorted(POLICY_DIR.glob("*.json")):
         try:
             doc = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
@@ -362,6 +365,18 @@ def check() -> int:
             )
         except (WireError, subprocess.CalledProcessError, OSError) as exc:
             report("FAIL", f"chalice package --stage {stage} + wiring", str(exc))
+    if "prod" in work:
+        from infra import checkov
+
+        if checkov.find_checkov() is None:
+            report("SKIP", checkov.MISSING)
+        else:
+            ok, detail = checkov.run(work["prod"])
+            report(
+                "ok" if ok else "FAIL",
+                "checkov, stage prod (infra/terraform/checkov-skips.yaml)",
+                detail,
+            )
     found = find_terraform()
     if found is None:
         report(
