@@ -149,6 +149,9 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...]
     backends: Mapping[Kind, tuple[Backend, ...]]
     expiry_shards: int
+    # how long a provision (or once-only create) holds its idempotency key and record before
+    # they count as abandoned: longer than any request can run (api_timeout_seconds), which
+    # from_env checks
     provisioning_lease_seconds: int
     mail_url: str = field(repr=False)  # smtp://host:port, smtps://user:pass@host, or ses:
     mail_from: str
@@ -161,6 +164,9 @@ class Settings:
     billing_url: str = ""  # where a team buys a paid tier (the operator's checkout page)
     # how long the reconciler waits before removing a backend object no record knows
     reconcile_grace_seconds: int = 3600
+    # the API function's timeout: a provision stops short of it (service.Deadline); in Lambda
+    # the context's remaining time counts when it is less
+    api_timeout_seconds: int = 28
 
     @cached_property
     def tiers(self) -> Mapping[str, Tier]:
@@ -224,6 +230,13 @@ class Settings:
             raise ConfigError("INSTANODE_JWT_SECRET must be set to at least 32 characters")
         base_url = env.get("INSTANODE_PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
         inbox = Backend(WEBHOOK_BACKEND, admin_url="", public_host=base_url, internal_host=base_url)
+        api_timeout = _positive(env, "INSTANODE_API_TIMEOUT_SECONDS", cls.api_timeout_seconds)
+        lease = _positive(env, "INSTANODE_PROVISIONING_LEASE_SECONDS", 60)
+        if lease <= api_timeout:
+            raise ConfigError(
+                "INSTANODE_PROVISIONING_LEASE_SECONDS must be longer than the API timeout "
+                f"({api_timeout} s): a live request's resource would be collected under it"
+            )
         return cls(
             stage=env.get("INSTANODE_STAGE", "local"),
             version=env.get("INSTANODE_VERSION", "0.1.0"),
@@ -235,7 +248,8 @@ class Settings:
             trusted_proxies=_parse_networks(env.get("INSTANODE_TRUSTED_PROXIES", "")),
             backends={**_parse_backends(env), Kind.WEBHOOK: (inbox,)},
             expiry_shards=int(env.get("INSTANODE_EXPIRY_SHARDS", "8")),
-            provisioning_lease_seconds=int(env.get("INSTANODE_PROVISIONING_LEASE_SECONDS", "900")),
+            provisioning_lease_seconds=lease,
+            api_timeout_seconds=api_timeout,
             reconcile_grace_seconds=int(env.get("INSTANODE_RECONCILE_GRACE_SECONDS", "3600")),
             mail_url=env.get("INSTANODE_MAIL_URL", "smtp://127.0.0.1:25"),
             mail_from=env.get("INSTANODE_MAIL_FROM", "instanode <noreply@instanode.localhost>"),

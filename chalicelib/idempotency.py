@@ -9,6 +9,12 @@ transaction that reserves the resource where there is one (``claim_item``) or on
 (``once``); completion stores the response (sealed, see sealing.py: it holds credentials) for
 replays. A request that finds its key taken gets the stored answer (``replay``), waiting a
 moment while the first one still runs; the same key with another body is a 409.
+
+The lease outlives the API's timeout (config.py checks it), so a claim whose lease is over
+belongs to a request that is dead. A claim without a holder is then simply taken over; a
+provision's claim names its PROVISIONING record (``holder``) and is not: the caller must first
+remove what the dead request made (ProvisionService does), so a retry neither waits for the
+reaper nor pays twice.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ FINGERPRINT_TTL_SECONDS = 120
 MAX_KEY_LENGTH = 255
 IN_PROGRESS_WAIT_SECONDS = 3.0
 IN_PROGRESS_POLL_SECONDS = 0.1
+IN_PROGRESS_RETRY_SECONDS = 5  # Retry-After of a 409 in progress, or less when the lease ends
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,12 @@ class Record:
     body_hash: str
     status_code: int
     body: dict[str, Any]
+    lease_until: int = 0  # INPROGRESS: the request holding the key is dead after this
+    holder: str = ""  # INPROGRESS: the id of the PROVISIONING record the request made
+
+    def abandoned(self, now: int) -> bool:
+        """A provision holds the key, and its lease is over: the request died."""
+        return self.state is State.IN_PROGRESS and bool(self.holder) and self.lease_until < now
 
 
 def canonical(body: dict[str, Any]) -> str:
@@ -135,35 +148,42 @@ class IdempotencyStore:
                 "This Idempotency-Key was already used with a different request body.",
                 agent_action="Send a new Idempotency-Key (a fresh UUID) for a different request.",
             )
-        deadline = self._clock() + IN_PROGRESS_WAIT_SECONDS
-        while record.state is State.IN_PROGRESS and self._clock() < deadline:
+        waited_until = time.monotonic() + IN_PROGRESS_WAIT_SECONDS
+        while record.state is State.IN_PROGRESS and time.monotonic() < waited_until:
             time.sleep(IN_PROGRESS_POLL_SECONDS)
             record = self.get(key) or record
         if record.state is State.IN_PROGRESS:
+            lapses_in = max(record.lease_until - int(self._clock()), 1)
+            retry = min(lapses_in, IN_PROGRESS_RETRY_SECONDS)
             raise errors.IdempotencyInProgressError(
-                "The first request with this idempotency key is still running.",
-                headers={"Retry-After": "1"},
-                retry_after_seconds=1,
+                "The first request with this idempotency key is still running; if it died, "
+                f"its claim lapses within {lapses_in} s and a retry then starts afresh.",
+                headers={"Retry-After": str(retry)},
+                retry_after_seconds=retry,
             )
         headers = {"X-Idempotent-Replay": "true", "X-Idempotency-Source": key.source.value}
         return Outcome(record.status_code, record.body, headers)
 
-    def claim_item(self, key: Key, now: int, lease_seconds: int) -> dict[str, Any]:
-        """Take the key unless a live record holds it (an abandoned lease may be taken over)."""
+    def claim_item(
+        self, key: Key, now: int, lease_seconds: int, holder: str = ""
+    ) -> dict[str, Any]:
+        """Take the key unless a live record holds it. An abandoned lease is taken over when
+        its claim has no ``holder`` (see ``Record.abandoned`` for those that do)."""
+        item = {
+            "pk": key.pk,
+            "state": State.IN_PROGRESS.value,
+            "body_hash": key.body_hash,
+            "lease_until": now + lease_seconds,
+            "expires_at": now + key.ttl_seconds,
+            "ttl": now + key.ttl_seconds,
+        }
         return dynamo.put(
             self._table,
-            {
-                "pk": key.pk,
-                "state": State.IN_PROGRESS.value,
-                "body_hash": key.body_hash,
-                "lease_until": now + lease_seconds,
-                "expires_at": now + key.ttl_seconds,
-                "ttl": now + key.ttl_seconds,
-            },
+            {**item, "holder": holder} if holder else item,
             condition="attribute_not_exists(pk) OR expires_at < :now "
-            "OR (#st = :inprogress AND lease_until < :now)",
+            "OR (#st = :inprogress AND lease_until < :now AND attribute_not_exists(#h))",
             values={":now": now, ":inprogress": State.IN_PROGRESS.value},
-            names={"#st": "state"},
+            names={"#st": "state", "#h": "holder"},
         )
 
     def complete_item(
@@ -182,8 +202,17 @@ class IdempotencyStore:
             },
         )
 
-    def release_item(self, key: Key) -> dict[str, Any]:
-        return dynamo.delete(self._table, {"pk": key.pk})
+    def release_item(self, key: Key, holder: str = "") -> dict[str, Any]:
+        """Give the key back (only while ``holder``'s claim holds it, when one is named)."""
+        if not holder:
+            return dynamo.delete(self._table, {"pk": key.pk})
+        return dynamo.delete(
+            self._table,
+            {"pk": key.pk},
+            "#h = :h AND #st = :inprogress",
+            {":h": holder, ":inprogress": State.IN_PROGRESS.value},
+            {"#h": "holder", "#st": "state"},
+        )
 
     def get(self, key: Key) -> Record | None:
         item = self._db.get(self._table, {"pk": key.pk}, consistent=True)
@@ -198,4 +227,6 @@ class IdempotencyStore:
             body_hash=item["body_hash"],
             status_code=int(item.get("status_code", 0)),
             body=body,
+            lease_until=int(item.get("lease_until", 0)),
+            holder=str(item.get("holder", "")),
         )

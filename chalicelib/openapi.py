@@ -66,7 +66,7 @@ ERROR_TEXT: dict[int, str] = {
     413: "tarball_too_large",
     415: "unsupported_content_type: a body or Content-Type other than application/json",
     429: "rate_limited (see Retry-After)",
-    503: "backend_unavailable: nothing was changed; retry shortly",
+    503: "backend_unavailable or provision_timeout: nothing was kept; retry (Retry-After)",
 }
 # Who may call: a session (its cookie, or the same JWT as Bearer) or an API key (Bearer ink_...).
 SIGNED_IN: Security = [{"session": []}, {"bearer": []}]

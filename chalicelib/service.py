@@ -7,22 +7,33 @@ kind has several servers).
 If anything fails after the backend object exists, it is removed again and the reservation is
 rolled back, so nothing half-made is left. A crash between the two leaves a PROVISIONING record
 whose lease the reaper collects.
+
+Time: a provision has a ``Deadline`` short of the API's timeout (Lambda kills the process at
+it). Backend calls run in a thread of their own, waited for until the deadline; one still
+running then answers 503 ``provision_timeout`` at once, and when it ends, what it made is
+removed and the reservation rolled back. If the process dies anyway, the key's lease (longer
+than any request) ends soon after: a retry with the key then removes what the dead request made,
+as the reaper would, and provisions afresh; the reaper collects it when nobody retries.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, replace
+from concurrent.futures import Future, wait
+from contextlib import suppress
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from chalicelib import errors
 from chalicelib.config import Settings
 from chalicelib.dynamo import Dynamo, TransactionCancelled
-from chalicelib.idempotency import IdempotencyStore, Key, Outcome
+from chalicelib.idempotency import IdempotencyStore, Key, Outcome, Record
+from chalicelib.jobs.reaper import Reaper
 from chalicelib.models import Backend, Caller, Credentials, Kind, ProvisionRequest, Resource, Status
 from chalicelib.providers.base import BackendDownError, BackendUnreachableError, Provider
 from chalicelib.sealing import Sealer
@@ -32,6 +43,7 @@ from chalicelib.tokens import Signer
 from chalicelib.upgrades import MAX_ACTION, more_of, or_more
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Endpoints of this API that act on a resource by its token, returned with the resource.
 TOKEN_URLS: dict[Kind, dict[str, str]] = {
@@ -41,6 +53,65 @@ TOKEN_URLS: dict[Kind, dict[str, str]] = {
 LOADS_REFRESH_SECONDS = 10.0
 ROLL_BACK_ATTEMPTS = 3  # a backend that dropped the provision's connection may be back at once
 ROLL_BACK_PAUSE_SECONDS = 1.0
+DEADLINE_MARGIN_SECONDS = 5.0  # kept back from the API's timeout: to record, undo and answer
+TIMEOUT_RETRY_SECONDS = 5  # after a provision_timeout: what it began is removed by then
+
+
+class ProvisionTimeoutError(errors.ApiError):
+    """A provision could not finish before its deadline; what it began is removed."""
+
+    status = 503
+    code = "provision_timeout"
+
+
+class LambdaClock(Protocol):
+    """The part of the Lambda context (chalice's ``lambda_context``) a deadline reads."""
+
+    def get_remaining_time_in_millis(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a request stops working, to answer before it is cut (``time.monotonic()``)."""
+
+    at: float
+
+    @classmethod
+    def of(cls, settings: Settings, context: LambdaClock | None = None) -> Deadline:
+        """The one place a request's deadline is set: ``DEADLINE_MARGIN_SECONDS`` before the
+        API's timeout, or before the end of the Lambda's remaining time when that is sooner."""
+        seconds = float(settings.api_timeout_seconds)
+        if context is not None:
+            seconds = min(seconds, context.get_remaining_time_in_millis() / 1000)
+        return cls(time.monotonic() + seconds - DEADLINE_MARGIN_SECONDS)
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+
+class DeadlineReachedError(Exception):
+    """The call was still running at the deadline (it runs on in its thread)."""
+
+
+def before(
+    deadline: Deadline, call: Callable[[], T], late: Callable[[Future[T]], None] | None = None
+) -> T:
+    """``call()``, run in a thread of its own and waited for until ``deadline``; then
+    ``DeadlineReachedError``, and ``late`` gets the call's future once it ends."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(call())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="backend-call", daemon=True).start()
+    if not wait([future], timeout=max(deadline.left(), 0)).done:
+        if late is not None:
+            future.add_done_callback(late)
+        raise DeadlineReachedError
+    return future.result()
 
 
 def iso(ts: int | None) -> str | None:
@@ -70,12 +141,18 @@ class ProvisionService:
         )
         self._tiers = tiers
         self._providers = providers
+        self._reaper = Reaper(settings, db, providers, clock)
         self._signer = Signer(settings.jwt_secret)
         self._clock = clock
         self._loads: dict[str, int] = {}
         self._loads_read_at = float("-inf")
 
-    def provision(self, caller: Caller, req: ProvisionRequest, key: Key) -> Outcome:
+    def provision(
+        self, caller: Caller, req: ProvisionRequest, key: Key, deadline: Deadline | None = None
+    ) -> Outcome:
+        deadline = deadline or Deadline.of(self._settings)
+        if deadline.left() <= 0:
+            raise _timeout_error(req)  # nothing was begun
         now = int(self._clock())
         tier = self._tiers[caller.tier]
         limits = tier.limits(req.kind)
@@ -100,15 +177,46 @@ class ProvisionService:
         try:
             self._db.transact(
                 [
-                    self._idem.claim_item(key, now, self._settings.provisioning_lease_seconds),
+                    self._idem.claim_item(
+                        key, now, self._settings.provisioning_lease_seconds, resource.id
+                    ),
                     self._store.put_provisioning_item(resource),
                     *charge.items(),
                     *recycle,
                 ]
             )
         except TransactionCancelled as exc:
+            claim = exc.reasons[0]
+            if claim.failed and claim.item is not None:
+                held = self._idem.record_of(claim.item)
+                return self._key_taken(held, caller, req, key, deadline)
             return self._rejected(exc, key, charge, caller, req, tier)
-        return self._create(resource, backend, provider, tier, req, key)
+        return self._create(resource, backend, provider, tier, req, key, deadline)
+
+    def _key_taken(
+        self, held: Record, caller: Caller, req: ProvisionRequest, key: Key, deadline: Deadline
+    ) -> Outcome:
+        """The answer of the request holding ``key``; when that request died (its lease is
+        over), what it made is removed and this one provisions in its place."""
+        if not held.abandoned(int(self._clock())):
+            return self._idem.replay(key, held)
+        dead = self._store.get(held.holder)
+        if dead is not None and dead.status is Status.PROVISIONING:
+            try:
+                reaped = before(deadline, lambda: self._reaper.reap(dead, int(self._clock())))
+            except DeadlineReachedError:
+                raise _timeout_error(req) from None
+            if reaped != "collected":  # another reaper is at it, or its backend is down
+                raise errors.IdempotencyInProgressError(
+                    "The first request with this idempotency key died; what it began is "
+                    "still being removed.",
+                    headers={"Retry-After": str(TIMEOUT_RETRY_SECONDS)},
+                    retry_after_seconds=TIMEOUT_RETRY_SECONDS,
+                )
+        log.info("taking over the key of dead provision %s", held.holder)
+        with suppress(TransactionCancelled):  # released or taken meanwhile: the claim tells
+            self._db.transact([self._idem.release_item(key, held.holder)])
+        return self.provision(caller, req, key, deadline)
 
     # -- the happy path ---------------------------------------------------------------------
     def _create(
@@ -119,10 +227,20 @@ class ProvisionService:
         tier: Tier,
         req: ProvisionRequest,
         key: Key,
+        deadline: Deadline,
     ) -> Outcome:
         limits = tier.limits(req.kind)
+
+        def undo_late(call: Future[Credentials]) -> None:
+            self._undo_late(call, provider, backend, resource, key)
+
         try:
-            creds = provider.provision(backend, resource.ref, limits)
+            creds = before(
+                deadline, lambda: provider.provision(backend, resource.ref, limits), undo_late
+            )
+        except DeadlineReachedError:
+            log.warning("provisioning %s on %s outlived its deadline", resource.id, backend.name)
+            raise _timeout_error(req) from None
         except BackendDownError as exc:
             log.warning("backend %s down while provisioning %s: %s", backend.name, resource.id, exc)
             if isinstance(exc, BackendUnreachableError):
@@ -159,12 +277,31 @@ class ProvisionService:
         log.info("provisioned %s %s on %s", req.kind.value, resource.id, backend.name)
         return Outcome(201, body, {"X-Idempotency-Source": key.first_source.value})
 
+    def _undo_late(
+        self,
+        call: Future[Credentials],
+        provider: Provider,
+        backend: Backend,
+        resource: Resource,
+        key: Key,
+    ) -> None:
+        """The backend call ended after its request answered: remove what it made."""
+        try:
+            if isinstance(call.exception(), BackendUnreachableError):
+                self._abort(resource, key)  # nothing reached the server
+            else:
+                self._roll_back(provider, backend, resource, key)
+        except Exception:
+            log.exception("undoing %s after its deadline failed; its lease ends it", resource.id)
+        else:
+            log.info("undid %s, which outlived its deadline", resource.id)
+
     def _abort(self, resource: Resource, key: Key) -> None:
         """Roll back the reservation: record, idempotency claim and counters, in one go."""
         self._db.transact(
             [
                 self._store.delete_item(resource),
-                self._idem.release_item(key),
+                self._idem.release_item(key, resource.id),
                 *self._store.refund_items(resource, resource.created_at, daily=True),
             ]
         )
@@ -197,11 +334,9 @@ class ProvisionService:
         req: ProvisionRequest,
         tier: Tier,
     ) -> Outcome:
-        # Reasons come in the order of the transaction: claim, record, the charge items, then
-        # the recycle check (anonymous callers only).
-        claim, charged = exc.reasons[0], exc.reasons[2 : 2 + len(charge.items())]
-        if claim.failed and claim.item is not None:
-            return self._idem.replay(key, self._idem.record_of(claim.item))
+        # Reasons come in the order of the transaction: claim (taken: see provision), record,
+        # the charge items, then the recycle check (anonymous callers only).
+        charged = exc.reasons[2 : 2 + len(charge.items())]
         recycle = exc.reasons[2 + len(charge.items()) :]
         if recycle and recycle[0].failed:
             raise self._recycle_error(caller, recycle[0].item or {})
@@ -365,6 +500,17 @@ class ProvisionService:
             self._loads = self._store.backend_loads(names)
             self._loads_read_at = now
         return self._loads
+
+
+def _timeout_error(req: ProvisionRequest) -> errors.ApiError:
+    return ProvisionTimeoutError(
+        f"The {req.kind.value} provision could not finish in time; what it began is being "
+        "removed and nothing is charged.",
+        agent_action="Retry the same request (same body and Idempotency-Key) after "
+        "Retry-After seconds.",
+        headers={"Retry-After": str(TIMEOUT_RETRY_SECONDS)},
+        retry_after_seconds=TIMEOUT_RETRY_SECONDS,
+    )
 
 
 def _seconds_to_midnight(now: int) -> int:

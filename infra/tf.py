@@ -337,6 +337,17 @@ def _diagnostic(d: dict[str, Any]) -> str:
     return f"  {d['severity']}: {d['summary']}{where}" + (f": {detail}" if detail else "")
 
 
+def _checkov(module: Path) -> tuple[str, str, str]:
+    """The checkov step (infra/checkov.py): status, what, detail."""
+    from infra import checkov
+
+    if checkov.find_checkov() is None:
+        return "SKIP", checkov.MISSING, ""
+    ok, detail = checkov.run(module)
+    what = "checkov, stage prod (infra/terraform/checkov-skips.yaml)"
+    return "ok" if ok else "FAIL", what, detail
+
+
 def check() -> int:
     failed = False
 
@@ -366,17 +377,7 @@ def check() -> int:
         except (WireError, subprocess.CalledProcessError, OSError) as exc:
             report("FAIL", f"chalice package --stage {stage} + wiring", str(exc))
     if "prod" in work:
-        from infra import checkov
-
-        if checkov.find_checkov() is None:
-            report("SKIP", checkov.MISSING)
-        else:
-            ok, detail = checkov.run(work["prod"])
-            report(
-                "ok" if ok else "FAIL",
-                "checkov, stage prod (infra/terraform/checkov-skips.yaml)",
-                detail,
-            )
+        report(*_checkov(work["prod"]))
     found = find_terraform()
     if found is None:
         report(

@@ -5,6 +5,8 @@ provisions again (``free_tier_recycle_requires_claim``).
 Due records come from the sparse ``by_expiry`` index, shard by shard and page by page (never a
 table scan). Each record is leased before work, the backend object is removed (idempotently),
 then the record and counters are updated in one transaction guarded by the status seen.
+A half-made record's idempotency claim is left: it names the record (``holder``), so the next
+request with its key finds the record gone and takes the key at once.
 """
 
 from __future__ import annotations
@@ -54,12 +56,16 @@ class Reaper:
         counts = {"expired": 0, "collected": 0, "skipped": 0, "failed": 0}
         for shard in range(self._settings.expiry_shards):
             for resource in self._store.due(shard, now):
-                counts[self._reap(resource, now)] += 1
+                counts[self.reap(resource, now)] += 1
         report = ReapReport(**counts)
         log.info("reaper: %s", report)
         return report
 
-    def _reap(self, resource: Resource, now: int) -> str:
+    def reap(self, resource: Resource, now: int) -> str:
+        """Remove one due record's backend object, then retire (or, half-made, delete) the
+        record and refund its charge: ``expired``, ``collected``, ``skipped`` (another run
+        has it, or it changed) or ``failed`` (retried after the lease). A provision retried
+        after its dead first attempt's lease calls this too (ProvisionService)."""
         if not self._store.take_reaper_lease(resource, now, LEASE_SECONDS):
             return "skipped"
         backend = self._settings.backend_of(resource)

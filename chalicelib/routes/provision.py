@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from chalice.app import Blueprint, Response
 
+from chalicelib.config import get_settings
 from chalicelib.deps import get_service
 from chalicelib.idempotency import derive_key
 from chalicelib.models import Kind, ProvisionRequest
 from chalicelib.routes import requests
+from chalicelib.service import Deadline
 
 bp = Blueprint(__name__)
 
@@ -25,6 +27,7 @@ ROUTES: dict[str, Kind] = {
 
 
 def _provision(route: str) -> Response:
+    deadline = Deadline.of(get_settings(), bp.lambda_context)
     request = bp.current_request
     body = requests.json_object(request)
     req = ProvisionRequest(
@@ -34,7 +37,7 @@ def _provision(route: str) -> Response:
     )
     who = requests.provisioning_caller(request)
     key = derive_key(who.owner, route, body, requests.idempotency_header(request))
-    outcome = get_service().provision(who, req, key)
+    outcome = get_service().provision(who, req, key, deadline)
     return Response(outcome.body, status_code=outcome.status_code, headers=dict(outcome.headers))
 
 

@@ -26,13 +26,16 @@ class InjectedFailure(Exception):
     pass
 
 
+def activates(items: Any) -> bool:
+    """Whether a transaction is the one activating a record (the backend object exists)."""
+    return any(":active" in i.get("Update", {}).get("ExpressionAttributeValues", {}) for i in items)
+
+
 class FailingActivation(Dynamo):
     """DynamoDB that fails the transaction activating a record (after the backend create)."""
 
     def transact(self, items: Any) -> None:
-        if any(
-            ":active" in i.get("Update", {}).get("ExpressionAttributeValues", {}) for i in items
-        ):
+        if activates(items):
             raise InjectedFailure("activation failed")
         super().transact(items)
 
