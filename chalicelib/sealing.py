@@ -4,7 +4,12 @@ record's key. A copy of the table (a backup, an export, an operator's read) reve
 The same holds for the accounts table's secrets in flight (a CLI session's API token, an outbox
 message carrying a sign-in link), each under its own derived key (``label``).
 
-``cryptography`` is imported on first use, not at cold start.
+The cipher is libsodium's (PyNaCl, which ``nkeys`` needs anyway), imported on first use, not at
+cold start. A seal is the 12-byte nonce, the ciphertext and its 16-byte tag: the bytes
+``cryptography``'s ``AESGCM`` made before, so older records open. libsodium's AES-256-GCM needs
+the CPU's AES instructions (AES-NI, or the ARMv8 crypto extensions: every Lambda CPU); PyNaCl
+checks ``crypto_aead_aes256gcm_is_available()`` on each call and raises
+``nacl.exceptions.UnavailableError`` on a CPU without them.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 
 IDEMPOTENCY_LABEL = b"instanode/idempotency-response/v1"
 NONCE_BYTES = 12
+TAG_BYTES = 16
 
 
 class Sealer:
@@ -22,14 +28,17 @@ class Sealer:
         self._key = hmac.new(secret.encode(), label, hashlib.sha256).digest()
 
     def seal(self, plaintext: bytes, bound_to: str) -> bytes:
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        from nacl.bindings import crypto_aead_aes256gcm_encrypt
 
         nonce = os.urandom(NONCE_BYTES)
-        return nonce + AESGCM(self._key).encrypt(nonce, plaintext, bound_to.encode())
+        return nonce + crypto_aead_aes256gcm_encrypt(plaintext, bound_to.encode(), nonce, self._key)
 
     def open(self, sealed: bytes, bound_to: str) -> bytes:
-        """The plaintext; ``cryptography.exceptions.InvalidTag`` if anything was altered."""
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        """The plaintext; ``nacl.exceptions.CryptoError`` if anything was altered."""
+        from nacl.bindings import crypto_aead_aes256gcm_decrypt
+        from nacl.exceptions import CryptoError
 
+        if len(sealed) < NONCE_BYTES + TAG_BYTES:
+            raise CryptoError("Too short to be a seal.")
         nonce, ciphertext = sealed[:NONCE_BYTES], sealed[NONCE_BYTES:]
-        return AESGCM(self._key).decrypt(nonce, ciphertext, bound_to.encode())
+        return crypto_aead_aes256gcm_decrypt(ciphertext, bound_to.encode(), nonce, self._key)

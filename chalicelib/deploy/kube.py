@@ -16,14 +16,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 from chalicelib.config import DeploySettings
 from chalicelib.deploy import kube_status as st
 from chalicelib.deploy import manifests as m
 from chalicelib.deploy.backend import BuildSpec, DeployStatus, Observed
 from chalicelib.deploy.classify import classify_build, classify_runtime
-from chalicelib.deploy.kube_client import KubeClient, default_api_client
+from chalicelib.deploy.kube_client import (
+    DEPLOYMENTS,
+    INGRESSES,
+    JOBS,
+    NETWORK_POLICIES,
+    SECRETS,
+    SERVICES,
+    KubeClient,
+    Obj,
+    field,
+    name_of,
+)
 from chalicelib.deploy.kube_policies import build_network_policy
 
 LOG_TAIL = 500  # lines of a failed pod's log handed to the classifier
@@ -35,18 +45,16 @@ class KubeBackend:
     def __init__(
         self,
         settings: DeploySettings,
-        api_client_factory: Callable[[DeploySettings], Any] = default_api_client,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
-        self._factory = api_client_factory
         self._clock = clock
         self._client: KubeClient | None = None
 
     @property
     def _kube(self) -> KubeClient:
         if self._client is None:
-            self._client = KubeClient(self._factory(self._settings), self._settings.kube_namespace)
+            self._client = KubeClient(self._settings)
         return self._client
 
     def url_of(self, slug: str) -> str:
@@ -60,29 +68,25 @@ class KubeBackend:
 
     def start(self, spec: BuildSpec) -> None:
         kube = self._kube
-        if kube.read(kube.batch.read_namespaced_job, m.job_name(spec.slug, spec.revision)):
+        if kube.read(JOBS, m.job_name(spec.slug, spec.revision)):
             return  # this revision is building or built already
-        kube.upsert(  # before the first build pod: none runs unguarded
-            kube.net.create_namespaced_network_policy,
-            kube.net.replace_namespaced_network_policy,
-            build_network_policy(self._settings),
-        )
-        secret = m.env_secret(spec, self._settings)
-        kube.upsert(kube.core.create_namespaced_secret, kube.core.replace_namespaced_secret, secret)
+        # before the first build pod: none runs unguarded
+        kube.upsert(NETWORK_POLICIES, build_network_policy(self._settings))
+        kube.upsert(SECRETS, m.env_secret(spec, self._settings))
         # a concurrent start of the same revision may have made the Job first: that one runs
-        kube.create(kube.batch.create_namespaced_job, m.build_job(spec, self._settings))
+        kube.create(JOBS, m.build_job(spec, self._settings))
 
     # --- observe -------------------------------------------------------------------------
 
     def observe(self, slug: str, revision: int) -> Observed:
         kube = self._kube
-        dep = kube.read(kube.apps.read_namespaced_deployment, m.app_name(slug))
+        dep = kube.read(DEPLOYMENTS, m.app_name(slug))
         running = st.revision_of(dep)
         if running is not None and running > revision:
             return st.superseded(revision, running, int(self._clock()))
-        if running == revision:
+        if dep is not None and running == revision:
             return self._app_status(slug, revision, dep)
-        job = kube.read(kube.batch.read_namespaced_job, m.job_name(slug, revision))
+        job = kube.read(JOBS, m.job_name(slug, revision))
         if job is None:
             return st.no_build(revision, int(self._clock()))
         state = st.job_state(job)
@@ -90,12 +94,11 @@ class KubeBackend:
             return self._build_failed(slug, revision, job)
         if state == "running":
             return Observed(DeployStatus.BUILDING)
-        annotations = job.metadata.annotations or {}
-        spec = m.spec_from_annotation(slug, revision, annotations[m.SPEC])
+        spec = m.spec_from_annotation(slug, revision, job["metadata"]["annotations"][m.SPEC])
         self._apply_app(spec)
         return Observed(DeployStatus.DEPLOYING)
 
-    def _build_failed(self, slug: str, revision: int, job: Any) -> Observed:
+    def _build_failed(self, slug: str, revision: int, job: Obj) -> Observed:
         pod = st.newest(self._kube.pods({"job-name": m.job_name(slug, revision)}))
         lines: list[str] = []
         exit_code: int | None = None
@@ -113,44 +116,28 @@ class KubeBackend:
         no pod of it runs before its policy). A private app's Ingress (left from a public
         revision) and its certificate's Secret are deleted instead."""
         kube = self._kube
-        kube.upsert(
-            kube.net.create_namespaced_network_policy,
-            kube.net.replace_namespaced_network_policy,
-            m.network_policy(spec, self._settings),
-        )
-        kube.upsert(
-            kube.core.create_namespaced_service,
-            kube.core.replace_namespaced_service,
-            m.service(spec, self._settings),
-        )
+        kube.upsert(NETWORK_POLICIES, m.network_policy(spec, self._settings))
+        kube.upsert(SERVICES, m.service(spec, self._settings))
         if spec.public:
-            kube.upsert(
-                kube.net.create_namespaced_ingress,
-                kube.net.replace_namespaced_ingress,
-                m.ingress(spec, self._settings),
-            )
+            kube.upsert(INGRESSES, m.ingress(spec, self._settings))
         else:
-            kube.delete(kube.net.delete_namespaced_ingress, m.app_name(spec.slug))
-            kube.delete(kube.core.delete_namespaced_secret, m.tls_secret_name(spec.slug))
-        kube.upsert(
-            kube.apps.create_namespaced_deployment,
-            kube.apps.replace_namespaced_deployment,
-            m.deployment(spec, self._settings),
-        )
+            kube.delete(INGRESSES, m.app_name(spec.slug))
+            kube.delete(SECRETS, m.tls_secret_name(spec.slug))
+        kube.upsert(DEPLOYMENTS, m.deployment(spec, self._settings))
         self._prune_env_secrets(spec.slug, keep_from=spec.revision - 1)
 
-    def _app_status(self, slug: str, revision: int, dep: Any) -> Observed:
+    def _app_status(self, slug: str, revision: int, dep: Obj) -> Observed:
         if st.rolled_out(dep):
             return Observed(DeployStatus.HEALTHY)
         port = st.container_port(dep)
         for pod in self._app_pods(slug, revision):
-            for status in (pod.status.container_statuses if pod.status else None) or []:
+            for status in st.container_statuses(pod):
                 if st.crashing(status):
                     return self._app_failed(pod, status, port)
         return Observed(DeployStatus.DEPLOYING)
 
-    def _app_failed(self, pod: Any, status: Any, port: int | None) -> Observed:
-        previous = bool(status.restart_count)
+    def _app_failed(self, pod: Obj, status: Obj, port: int | None) -> Observed:
+        previous = st.restarts(status) > 0
         lines = self._kube.pod_log(pod, "app", tail=LOG_TAIL, previous=previous)
         if not lines and previous:
             lines = self._kube.pod_log(pod, "app", tail=LOG_TAIL)
@@ -181,27 +168,23 @@ class KubeBackend:
     def remove(self, slug: str) -> None:
         kube = self._kube
         name = m.app_name(slug)
-        kube.delete(kube.net.delete_namespaced_ingress, name)
-        kube.delete(kube.core.delete_namespaced_service, name)
-        kube.delete(kube.apps.delete_namespaced_deployment, name)
-        kube.delete(kube.net.delete_namespaced_network_policy, name)
-        kube.delete(kube.core.delete_namespaced_secret, m.tls_secret_name(slug))  # cert-manager's
-        owned = {m.NAME: name}
-        for secret in kube.select(kube.core.list_namespaced_secret, owned):
-            kube.delete(kube.core.delete_namespaced_secret, secret.metadata.name)
-        for job in kube.select(kube.batch.list_namespaced_job, owned):
-            kube.delete(kube.batch.delete_namespaced_job, job.metadata.name)
+        for kind in (INGRESSES, SERVICES, DEPLOYMENTS, NETWORK_POLICIES):
+            kube.delete(kind, name)
+        kube.delete(SECRETS, m.tls_secret_name(slug))  # cert-manager's
+        for kind in (SECRETS, JOBS):
+            for owned in kube.select(kind, {m.NAME: name}):
+                kube.delete(kind, name_of(owned))
 
     # --- helpers -------------------------------------------------------------------------
 
-    def _app_pods(self, slug: str, revision: int) -> list[Any]:
+    def _app_pods(self, slug: str, revision: int) -> list[Obj]:
         return self._kube.pods(m.selector(slug) | {m.REVISION: str(revision)})
 
     def _prune_env_secrets(self, slug: str, keep_from: int) -> None:
         """Env Secrets of revisions older than ``keep_from`` (the one being replaced stays until
         the rollout is over: its pods may restart meanwhile)."""
         kube = self._kube
-        for secret in kube.select(kube.core.list_namespaced_secret, {m.NAME: m.app_name(slug)}):
-            rev = (secret.metadata.labels or {}).get(m.REVISION, "")
+        for secret in kube.select(SECRETS, {m.NAME: m.app_name(slug)}):
+            rev = field(secret, "metadata", "labels", m.REVISION) or ""
             if rev.isdigit() and int(rev) < keep_from:
-                kube.delete(kube.core.delete_namespaced_secret, secret.metadata.name)
+                kube.delete(SECRETS, name_of(secret))

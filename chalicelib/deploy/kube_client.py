@@ -1,125 +1,151 @@
-"""The Kubernetes API calls of ``KubeBackend``, in one namespace: each with a timeout, a missing
-object read as None, an existing one on create left alone or replaced.
+"""The Kubernetes API calls of ``KubeBackend``, in one namespace, over the REST API with
+``requests`` (the ``kubernetes`` package and its dependencies would be most of the Lambda
+package): each with a timeout, a missing object read as None, an existing one on create left
+alone or replaced.
 
-The ``kubernetes`` package is imported only when a client is first made (it costs the cold
-start ~0.5 s otherwise). Label selectors are sent and also re-checked here, so a server that
-ignores them (kmock) gives the same answer.
+Objects are the JSON the API answers with, as dicts (``Obj``; ``field`` reads a nested value).
+Label selectors are sent and also re-checked here, so a server that ignores them (kmock) gives
+the same answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+import requests
 
 from chalicelib.config import DeploySettings
 from chalicelib.deploy.manifests import Manifest
 
 REQUEST_TIMEOUT = 10.0  # seconds per API call: a Lambda must not hang on a slow cluster
+Obj = dict[str, Any]
 
 
-def default_api_client(settings: DeploySettings) -> Any:
-    """An ``ApiClient`` for ``settings.kube_api_url`` with the bearer token; TLS verified
-    against ``kube_ca_file``, or not at all when it is "" (test servers only)."""
-    from kubernetes import client  # type: ignore[import-untyped]
+@dataclass(frozen=True)
+class Kind:
+    """Where the objects of a kind are: ``<api>/namespaces/<namespace>/<plural>``."""
 
-    config = client.Configuration()
-    config.host = settings.kube_api_url
-    config.api_key = {"authorization": settings.kube_token}
-    config.api_key_prefix = {"authorization": "Bearer"}
-    if settings.kube_ca_file:
-        config.ssl_ca_cert = settings.kube_ca_file
-    else:
-        config.verify_ssl = False
-    return client.ApiClient(config)
+    api: str  # "api/v1" for the core group, else "apis/<group>/<version>"
+    plural: str
+
+
+PODS = Kind("api/v1", "pods")
+SECRETS = Kind("api/v1", "secrets")
+SERVICES = Kind("api/v1", "services")
+JOBS = Kind("apis/batch/v1", "jobs")
+DEPLOYMENTS = Kind("apis/apps/v1", "deployments")
+INGRESSES = Kind("apis/networking.k8s.io/v1", "ingresses")
+NETWORK_POLICIES = Kind("apis/networking.k8s.io/v1", "networkpolicies")
+
+
+class KubeError(Exception):
+    """The API refused a call with a status the call does not expect."""
+
+    def __init__(self, method: str, path: str, status: int, message: str) -> None:
+        super().__init__(f"{method} {path}: {status} {message}")
+        self.status = status
+
+
+def field(obj: Obj | None, *path: str) -> Any:
+    """``obj[path[0]][path[1]]...``, None where a level is missing or null."""
+    value: Any = obj
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def name_of(obj: Obj) -> str:
+    return str(obj["metadata"]["name"])
 
 
 class KubeClient:
-    """The typed APIs (``core``, ``batch``, ``apps``, ``net``) and the calls made with them.
-    A call takes the API method (``client.core.read_namespaced_pod``) and fills in the
-    namespace and the timeout."""
+    """One ``requests.Session`` to ``settings.kube_api_url`` with the bearer token; TLS verified
+    against ``kube_ca_file``, or not at all when it is "" (test servers only)."""
 
-    def __init__(self, api_client: Any, namespace: str) -> None:
-        from kubernetes import client
+    def __init__(self, settings: DeploySettings) -> None:
+        self.namespace = settings.kube_namespace
+        self._base = settings.kube_api_url.rstrip("/")
+        self._session = requests.Session()
+        # no proxy, .netrc or CA bundle from the environment (REQUESTS_CA_BUNDLE would replace
+        # ``verify``): the settings alone say where the API is and whom to trust
+        self._session.trust_env = False
+        self._session.headers["Authorization"] = f"Bearer {settings.kube_token}"
+        self._session.verify = settings.kube_ca_file or False
 
-        self.core = client.CoreV1Api(api_client)
-        self.batch = client.BatchV1Api(api_client)
-        self.apps = client.AppsV1Api(api_client)
-        self.net = client.NetworkingV1Api(api_client)
-        self.namespace = namespace
-
-    def read(self, read: Callable[..., Any], name: str) -> Any:
+    def read(self, kind: Kind, name: str) -> Obj | None:
         """The object, or None when there is none of that name."""
-        try:
-            return read(name, self.namespace, _request_timeout=REQUEST_TIMEOUT)
-        except Exception as exc:
-            if _status_of(exc) == 404:
-                return None
-            raise
+        answer = self._call("GET", self._path(kind, name), allowed=(404,))
+        return _obj(answer) if answer.ok else None
 
-    def create(self, create: Callable[..., Any], body: Manifest) -> bool:
+    def create(self, kind: Kind, body: Manifest) -> bool:
         """Create ``body``; False, with nothing changed, when its name is taken already."""
-        try:
-            create(self.namespace, body, _request_timeout=REQUEST_TIMEOUT)
-        except Exception as exc:
-            if _status_of(exc) != 409:
-                raise
-            return False
-        return True
+        return self._call("POST", self._path(kind), allowed=(409,), json=body).ok
 
-    def upsert(
-        self, create: Callable[..., Any], replace: Callable[..., Any], body: Manifest
-    ) -> None:
-        if not self.create(create, body):
-            name = body["metadata"]["name"]
-            replace(name, self.namespace, body, _request_timeout=REQUEST_TIMEOUT)
+    def upsert(self, kind: Kind, body: Manifest) -> None:
+        if not self.create(kind, body):
+            self._call("PUT", self._path(kind, body["metadata"]["name"]), json=body)
 
-    def delete(self, delete: Callable[..., Any], name: str) -> None:
+    def delete(self, kind: Kind, name: str) -> None:
         """Delete the object and, in the background, what it owns; gone already is fine."""
-        try:
-            delete(
-                name,
-                self.namespace,
-                propagation_policy="Background",
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-        except Exception as exc:
-            if _status_of(exc) != 404:
-                raise
+        params = {"propagationPolicy": "Background"}
+        self._call("DELETE", self._path(kind, name), allowed=(404,), params=params)
 
-    def select(self, list_: Callable[..., Any], wanted: dict[str, str]) -> list[Any]:
+    def select(self, kind: Kind, wanted: dict[str, str]) -> list[Obj]:
         """The objects carrying every label in ``wanted``."""
         selector = ",".join(f"{k}={v}" for k, v in wanted.items())
-        found = list_(self.namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT)
-        return [item for item in found.items or [] if _labels_match(item, wanted)]
+        answer = self._call("GET", self._path(kind), params={"labelSelector": selector})
+        items: list[Obj] = _obj(answer).get("items") or []
+        return [item for item in items if _labels_match(item, wanted)]
 
-    def pods(self, wanted: dict[str, str]) -> list[Any]:
-        return self.select(self.core.list_namespaced_pod, wanted)
+    def pods(self, wanted: dict[str, str]) -> list[Obj]:
+        return self.select(PODS, wanted)
 
     def pod_log(
-        self, pod: Any, container: str, *, tail: int | None = None, previous: bool = False
+        self, pod: Obj, container: str, *, tail: int | None = None, previous: bool = False
     ) -> list[str]:
         """The container's log lines (the last ``tail``; of its previous run if ``previous``);
         none while it has not started or once the pod is gone."""
-        kwargs: dict[str, Any] = {"container": container, "_request_timeout": REQUEST_TIMEOUT}
+        params: dict[str, str | int] = {"container": container}
         if tail is not None:
-            kwargs["tail_lines"] = tail
+            params["tailLines"] = tail
         if previous:
-            kwargs["previous"] = True
-        try:
-            text = self.core.read_namespaced_pod_log(pod.metadata.name, self.namespace, **kwargs)
-        except Exception as exc:
-            if _status_of(exc) in (400, 404):
-                return []
-            raise
-        return str(text or "").splitlines()
+            params["previous"] = "true"
+        path = self._path(PODS, name_of(pod)) + "/log"
+        answer = self._call("GET", path, allowed=(400, 404), params=params)
+        return answer.text.splitlines() if answer.ok else []
+
+    def _path(self, kind: Kind, name: str | None = None) -> str:
+        path = f"/{kind.api}/namespaces/{self.namespace}/{kind.plural}"
+        return path if name is None else f"{path}/{name}"
+
+    def _call(
+        self, method: str, path: str, allowed: tuple[int, ...] = (), **kwargs: Any
+    ) -> requests.Response:
+        """The answer: a success or one of the ``allowed`` statuses; KubeError otherwise."""
+        url = self._base + path
+        answer = self._session.request(method, url, timeout=REQUEST_TIMEOUT, **kwargs)
+        if not answer.ok and answer.status_code not in allowed:
+            raise KubeError(method, path, answer.status_code, _message(answer))
+        return answer
 
 
-def _status_of(exc: Exception) -> int | None:
-    from kubernetes.client.exceptions import ApiException  # type: ignore[import-untyped]
+def _obj(answer: requests.Response) -> Obj:
+    body: Obj = answer.json()
+    return body
 
-    return int(exc.status) if isinstance(exc, ApiException) else None
+
+def _message(answer: requests.Response) -> str:
+    """The ``message`` of the Status the API answers a refused call with (or the reason)."""
+    try:
+        message = field(answer.json(), "message")
+    except ValueError:
+        message = None
+    return str(message or answer.reason)
 
 
-def _labels_match(obj: Any, wanted: dict[str, str]) -> bool:
-    labels = (obj.metadata.labels if obj.metadata else None) or {}
+def _labels_match(obj: Obj, wanted: dict[str, str]) -> bool:
+    labels = field(obj, "metadata", "labels") or {}
     return all(labels.get(k) == v for k, v in wanted.items())

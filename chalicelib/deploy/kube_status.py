@@ -1,127 +1,130 @@
-"""What the Job, Deployment and Pod objects the API returns say about a revision (no I/O)."""
+"""What the Job, Deployment and Pod objects the API returns (JSON, as dicts) say about a
+revision (no I/O)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from chalicelib.deploy import manifests as m
 from chalicelib.deploy.backend import DeployStatus, Event, Observed
+from chalicelib.deploy.kube_client import Obj, field
 
 MAX_RESTARTS = 3
 # waiting states that do not clear up by themselves (the image is missing, the env is unusable)
 STUCK = frozenset({"CrashLoopBackOff", "ImagePullBackOff", "CreateContainerConfigError"})
 
 
-def revision_of(dep: Any) -> int | None:
+def revision_of(dep: Obj | None) -> int | None:
     """The revision a Deployment runs (None for no Deployment)."""
-    if dep is None or dep.spec is None or dep.spec.template.metadata is None:
-        return None
-    rev = (dep.spec.template.metadata.labels or {}).get(m.REVISION, "")
+    rev = (field(dep, "spec", "template", "metadata", "labels") or {}).get(m.REVISION, "")
     return int(rev) if rev.isdigit() else None
 
 
-def job_state(job: Any) -> str:
+def job_state(job: Obj) -> str:
     """The Job's state: "running", "succeeded" or "failed"."""
-    status = job.status
-    if status is None:
-        return "running"
-    for cond in status.conditions or []:
-        if cond.status == "True" and cond.type in ("Failed", "Complete"):
-            return "failed" if cond.type == "Failed" else "succeeded"
-    if status.succeeded:
+    status = job.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("status") == "True" and cond.get("type") in ("Failed", "Complete"):
+            return "failed" if cond["type"] == "Failed" else "succeeded"
+    if status.get("succeeded"):
         return "succeeded"
-    if status.failed:
+    if status.get("failed"):
         return "failed"
     return "running"
 
 
-def failed_condition_lines(job: Any) -> list[str]:
+def failed_condition_lines(job: Obj) -> list[str]:
     """Why the Job failed as its conditions say (when its pod left no log)."""
-    conditions = (job.status.conditions if job.status else None) or []
-    return [f"{c.reason}: {c.message}" for c in conditions if c.type == "Failed" and c.reason]
+    conditions = field(job, "status", "conditions") or []
+    return [
+        f"{c['reason']}: {c.get('message')}"
+        for c in conditions
+        if c.get("type") == "Failed" and c.get("reason")
+    ]
 
 
-def rolled_out(dep: Any) -> bool:
+def rolled_out(dep: Obj) -> bool:
     """The rollout of the Deployment's current template is over (as ``kubectl rollout status``
     decides it): every replica updated, the old ones gone, at least one available."""
-    status, spec = dep.status, dep.spec
+    status = dep.get("status")
     if status is None:
         return False
-    generation = dep.metadata.generation
-    if generation is not None and (status.observed_generation or 0) < generation:
+    generation = field(dep, "metadata", "generation")
+    if generation is not None and (status.get("observedGeneration") or 0) < generation:
         return False
-    want = spec.replicas if spec.replicas is not None else 1
-    updated = status.updated_replicas or 0
-    available = status.available_replicas or 0
-    total = status.replicas or 0
+    replicas = field(dep, "spec", "replicas")
+    want = replicas if replicas is not None else 1
+    updated = status.get("updatedReplicas") or 0
+    available = status.get("availableReplicas") or 0
+    total = status.get("replicas") or 0
     return updated >= want and total <= updated and available >= max(updated, 1)
 
 
-def container_port(dep: Any) -> int | None:
-    for container in dep.spec.template.spec.containers or []:
-        for port in container.ports or []:
-            return int(port.container_port)
+def container_port(dep: Obj) -> int | None:
+    for container in field(dep, "spec", "template", "spec", "containers") or []:
+        for port in container.get("ports") or []:
+            return int(port["containerPort"])
     return None
 
 
-def newest(pods: Iterable[Any]) -> Any:
-    """The pod created last (None for no pods)."""
-    ordered = sorted(
-        pods,
-        key=lambda p: (
-            p.metadata.creation_timestamp is not None,
-            p.metadata.creation_timestamp or 0,
-        ),
-    )
+def newest(pods: Iterable[Obj]) -> Obj | None:
+    """The pod created last (None for no pods). ``creationTimestamp`` is RFC 3339 in UTC to the
+    second, so its text sorts as its time does."""
+    ordered = sorted(pods, key=lambda p: field(p, "metadata", "creationTimestamp") or "")
     return ordered[-1] if ordered else None
+
+
+def container_statuses(pod: Obj) -> list[Obj]:
+    statuses: list[Obj] = field(pod, "status", "containerStatuses") or []
+    return statuses
 
 
 # --- a container's status ------------------------------------------------------------------
 
 
-def crashing(status: Any) -> bool:
+def restarts(status: Obj) -> int:
+    return int(status.get("restartCount") or 0)
+
+
+def crashing(status: Obj) -> bool:
     """The container will not come up by itself."""
-    waiting = status.state.waiting if status.state else None
     return (
-        (waiting is not None and waiting.reason in STUCK)
+        field(status, "state", "waiting", "reason") in STUCK
         or oom_killed(status)
-        or (status.restart_count or 0) > MAX_RESTARTS
+        or restarts(status) > MAX_RESTARTS
     )
 
 
-def waiting_lines(status: Any) -> list[str]:
+def waiting_lines(status: Obj) -> list[str]:
     """Why the container waits (for an app that left no log)."""
-    waiting = status.state.waiting if status.state else None
-    if waiting is None or not waiting.reason:
+    waiting = field(status, "state", "waiting") or {}
+    reason, message = waiting.get("reason"), waiting.get("message")
+    if not reason:
         return []
-    return [f"{waiting.reason}: {waiting.message}" if waiting.message else str(waiting.reason)]
+    return [f"{reason}: {message}" if message else str(reason)]
 
 
-def oom_killed(status: Any) -> bool:
-    return any(t.reason == "OOMKilled" for t in _terminations(status))
+def oom_killed(status: Obj) -> bool:
+    return any(t.get("reason") == "OOMKilled" for t in _terminations(status))
 
 
-def terminated_exit_code(status: Any) -> int | None:
+def terminated_exit_code(status: Obj) -> int | None:
     for terminated in _terminations(status):
-        return int(terminated.exit_code)
+        return int(terminated["exitCode"])
     return None
 
 
-def exit_code(pod: Any, container: str) -> int | None:
+def exit_code(pod: Obj, container: str) -> int | None:
     """The exit code of the pod's ``container`` (None while it has not exited)."""
-    for status in (pod.status.container_statuses if pod.status else None) or []:
-        if status.name == container:
+    for status in container_statuses(pod):
+        if status.get("name") == container:
             return terminated_exit_code(status)
     return None
 
 
-def _terminations(status: Any) -> list[Any]:
-    found = []
-    for state in (status.state, status.last_state):
-        if state is not None and state.terminated is not None:
-            found.append(state.terminated)
-    return found
+def _terminations(status: Obj) -> list[Obj]:
+    found = (field(status, state, "terminated") for state in ("state", "lastState"))
+    return [terminated for terminated in found if terminated is not None]
 
 
 # --- failures that are no build's or app's -------------------------------------------------

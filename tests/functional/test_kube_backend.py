@@ -1,5 +1,5 @@
 """KubeBackend against kmock's KubernetesEmulator: a real HTTP server speaking the Kubernetes API
-with objects kept in memory, reached through the official client.
+with objects kept in memory, reached through the backend's REST client (``kube_client``).
 
 kmock runs no controllers, so the tests play them: they patch a Job's status (the Job
 controller), add the build or app pod with its log (the kubelet) and set the Deployment's
@@ -63,7 +63,7 @@ class Cluster(kmock.KubernetesEmulator):
             self.objects[key].create(new)
             return aiohttp.web.json_response(self.objects[key].raw)
         if request.subresource == "log" and request.method == kmock.method.GET:
-            previous = request.params.get("previous", "").lower() == "true"  # the client sends True
+            previous = request.params.get("previous", "") == "true"
             container = request.params.get("container", "")
             log_key = (request.namespace or "", request.name or "", container, previous)
             if log_key not in self.pod_logs:
