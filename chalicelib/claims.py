@@ -70,7 +70,7 @@ class ClaimService:
         self._store = store
         self._teams = teams
         self._outbox = outbox
-        self._signer = Signer(settings.jwt_secret)
+        self._signer = Signer(settings.jwt_keys)
         self._clock = clock
 
     def preview(self, token: str) -> dict[str, Any]:

@@ -59,7 +59,7 @@ class DeploySettings:
     kube_api_url: str
     kube_token: str = field(repr=False)
     kube_namespace: str
-    kube_ca_file: str  # "" to skip TLS verification (test servers only)
+    kube_ca_file: str  # "" (and no kube_ca_data) skips TLS verification: test servers only
     registry: str  # where kaniko pushes images, e.g. registry.example.com/instanode
     kaniko_image: str
     ingress_class: str
@@ -67,6 +67,12 @@ class DeploySettings:
     # Secrets the operator creates once in kube_namespace; every kaniko Job uses both:
     kube_build_aws_secret: str = "instanode-build-aws"  # AWS_* env vars: reads the contexts
     kube_registry_auth_secret: str = "instanode-registry-auth"  # dockerconfigjson: pushes
+    # the builds' service account: with one (EKS Pod Identity, IRSA) a build gets its AWS
+    # credentials from it, and kube_build_aws_secret may be absent
+    kube_build_service_account: str = ""
+    # the cluster's CA certificate(s), base64 PEM as in a kubeconfig's certificate-authority-data:
+    # in Lambda there is no file to point kube_ca_file at
+    kube_ca_data: str = ""
     # the ingress controller's namespace: its pods alone reach a public app from outside its stack
     ingress_namespace: str = "ingress-nginx"
     # local backend: the address pool of builds, app networks and the edge (deploy/firewall.py),
@@ -94,6 +100,12 @@ class DeploySettings:
         backend = env.get("INSTANODE_DEPLOY_BACKEND", "local")
         if backend not in ("local", "kubernetes"):
             raise ConfigError("INSTANODE_DEPLOY_BACKEND must be local or kubernetes")
+        trusted = env.get("INSTANODE_KUBE_CA_FILE") or env.get("INSTANODE_KUBE_CA_DATA")
+        if backend == "kubernetes" and env.get("INSTANODE_STAGE") == "prod" and not trusted:
+            raise ConfigError(
+                "prod verifies the cluster's TLS certificate: set INSTANODE_KUBE_CA_DATA "
+                "(base64 PEM, a kubeconfig's certificate-authority-data) or INSTANODE_KUBE_CA_FILE"
+            )
         return cls(
             backend=backend,
             domain=env.get("INSTANODE_DEPLOY_DOMAIN", "localhost"),
@@ -128,10 +140,14 @@ class DeploySettings:
             kube_registry_auth_secret=env.get(
                 "INSTANODE_KUBE_REGISTRY_AUTH_SECRET", cls.kube_registry_auth_secret
             ),
+            kube_ca_data=env.get("INSTANODE_KUBE_CA_DATA", ""),
+            kube_build_service_account=env.get("INSTANODE_KUBE_BUILD_SERVICE_ACCOUNT", ""),
         )
 
 
 PLANS_OVERRIDES_VAR = "INSTANODE_PLANS_OVERRIDES"
+PREVIOUS_SECRETS_VAR = "INSTANODE_JWT_PREVIOUS_SECRETS"
+MIN_SECRET_CHARS = 32
 
 # Webhook inboxes live in the platform's own DynamoDB: one implicit backend.
 WEBHOOK_BACKEND = "inbox"
@@ -145,7 +161,7 @@ class Settings:
     build_time: str
     public_base_url: str
     table_prefix: str
-    jwt_secret: str
+    jwt_secret: str = field(repr=False)  # signs every new token and seal
     trusted_proxies: tuple[IPNetwork, ...]
     backends: Mapping[Kind, tuple[Backend, ...]]
     expiry_shards: int
@@ -167,6 +183,14 @@ class Settings:
     # the API function's timeout: a provision stops short of it (service.Deadline); in Lambda
     # the context's remaining time counts when it is less
     api_timeout_seconds: int = 28
+    # secrets rotated out (INSTANODE_JWT_PREVIOUS_SECRETS): they still verify and open what they
+    # signed and sealed, and sign nothing new
+    jwt_previous_secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def jwt_keys(self) -> tuple[str, ...]:
+        """The current secret, then each previous one: Signer and Sealer try them in order."""
+        return tuple(dict.fromkeys((self.jwt_secret, *self.jwt_previous_secrets)))
 
     @cached_property
     def tiers(self) -> Mapping[str, Tier]:
@@ -226,8 +250,10 @@ class Settings:
         env = dict(os.environ if env is None else env)
         env.update(_secret_overrides(env))
         jwt_secret = env.get("INSTANODE_JWT_SECRET", "")
-        if len(jwt_secret) < 32:
-            raise ConfigError("INSTANODE_JWT_SECRET must be set to at least 32 characters")
+        if len(jwt_secret) < MIN_SECRET_CHARS:
+            raise ConfigError(
+                f"INSTANODE_JWT_SECRET must be set to at least {MIN_SECRET_CHARS} characters"
+            )
         base_url = env.get("INSTANODE_PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
         inbox = Backend(WEBHOOK_BACKEND, admin_url="", public_host=base_url, internal_host=base_url)
         api_timeout = _positive(env, "INSTANODE_API_TIMEOUT_SECONDS", cls.api_timeout_seconds)
@@ -259,6 +285,7 @@ class Settings:
             deploy=DeploySettings.from_env(env),
             plans_overrides=_parse_plans_overrides(env.get(PLANS_OVERRIDES_VAR, "{}")),
             billing_url=env.get("INSTANODE_BILLING_URL", "").strip(),
+            jwt_previous_secrets=_parse_previous_secrets(env.get(PREVIOUS_SECRETS_VAR) or "[]"),
         )
 
 
@@ -303,6 +330,18 @@ def _parse_plans_overrides(raw: str) -> dict[str, Any]:
 
         build_tiers(overrides, PLANS_OVERRIDES_VAR)
     return overrides
+
+
+def _parse_previous_secrets(raw: str) -> tuple[str, ...]:
+    """``["<old secret>", ...]``: a JSON list, as any character may be in a secret (a comma
+    would split one silently), and the Secrets Manager JSON secret holds it as a list."""
+    secrets = _json(PREVIOUS_SECRETS_VAR, raw, list, "a JSON list of strings")
+    if not all(isinstance(s, str) and len(s) >= MIN_SECRET_CHARS for s in secrets):
+        raise ConfigError(
+            f"{PREVIOUS_SECRETS_VAR}: each previous secret is a string of at least "
+            f"{MIN_SECRET_CHARS} characters"
+        )
+    return tuple(secrets)
 
 
 def _parse_plans(raw: str) -> dict[str, str]:

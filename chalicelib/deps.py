@@ -51,7 +51,7 @@ def get_service() -> ProvisionService:
 @cache
 def get_idempotency() -> IdempotencyStore:
     s = get_settings()
-    return IdempotencyStore(get_dynamo(), s.idempotency_table, Sealer(s.jwt_secret))
+    return IdempotencyStore(get_dynamo(), s.idempotency_table, Sealer(s.jwt_keys))
 
 
 @cache
@@ -82,7 +82,7 @@ def get_authenticator() -> Authenticator:
     from chalicelib.auth import Authenticator
     from chalicelib.tokens import Signer
 
-    return Authenticator(Signer(get_settings().jwt_secret), get_accounts())
+    return Authenticator(Signer(get_settings().jwt_keys), get_accounts())
 
 
 @cache
@@ -92,7 +92,7 @@ def get_outbox() -> Outbox:
     from chalicelib.outbox import Outbox
 
     s = get_settings()
-    sealer = Sealer(s.jwt_secret, SEAL_LABEL)
+    sealer = Sealer(s.jwt_keys, SEAL_LABEL)
     return Outbox(get_dynamo(), s.accounts_table, sealer, build_sender(s.mail_url), s.mail_from)
 
 
@@ -171,7 +171,7 @@ def get_deploys() -> DeployService:
         get_dynamo(),
         s.deployments_table,
         s.counters_table,
-        Sealer(s.jwt_secret, SEAL_LABEL),
+        Sealer(s.jwt_keys, SEAL_LABEL),
         s.expiry_shards,
     )
     return DeployService(s, store, get_deploy_backend, get_contexts(), get_outbox)
@@ -187,7 +187,7 @@ def get_stacks() -> StackService:
         get_dynamo(),
         s.stacks_table,
         s.counters_table,
-        Sealer(s.jwt_secret, SEAL_LABEL),
+        Sealer(s.jwt_keys, SEAL_LABEL),
         s.expiry_shards,
     )
     return StackService(s, store, get_deploy_backend, get_contexts(), get_outbox)

@@ -54,7 +54,7 @@ class DeviceFlow:
     ) -> None:
         self._base_url = settings.public_base_url
         self._accounts = accounts
-        self._sealer = Sealer(settings.jwt_secret, SEAL_LABEL)
+        self._sealer = Sealer(settings.jwt_keys, SEAL_LABEL)
         self._code_key = hmac.new(settings.jwt_secret.encode(), CODE_LABEL, hashlib.sha256).digest()
         self._clock = clock
 

@@ -10,35 +10,59 @@ cold start. A seal is the 12-byte nonce, the ciphertext and its 16-byte tag: the
 the CPU's AES instructions (AES-NI, or the ARMv8 crypto extensions: every Lambda CPU); PyNaCl
 checks ``crypto_aead_aes256gcm_is_available()`` on each call and raises
 ``nacl.exceptions.UnavailableError`` on a CPU without them.
+
+Rotation: a Sealer holds the current secret and the previous ones (``Settings.jwt_keys``). It
+seals under the current one only and opens with each in turn, so records sealed before a
+rotation open until their secret is dropped. Each key is ``HMAC-SHA256(secret, label)``, as it
+always was: a record sealed under a secret opens wherever that secret is listed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
+from collections.abc import Sequence
 
 IDEMPOTENCY_LABEL = b"instanode/idempotency-response/v1"
 NONCE_BYTES = 12
 TAG_BYTES = 16
+Keys = str | Sequence[str]  # one secret, or the current one then each previous one
+
+
+def ordered_keys(keys: Keys) -> tuple[str, ...]:
+    """``keys`` as a tuple, the current (signing, sealing) secret first."""
+    ordered = (keys,) if isinstance(keys, str) else tuple(keys)
+    if not ordered:
+        raise ValueError("at least one secret is needed")
+    return ordered
 
 
 class Sealer:
-    def __init__(self, secret: str, label: bytes = IDEMPOTENCY_LABEL) -> None:
-        self._key = hmac.new(secret.encode(), label, hashlib.sha256).digest()
+    def __init__(self, keys: Keys, label: bytes = IDEMPOTENCY_LABEL) -> None:
+        self._keys = tuple(
+            hmac.new(k.encode(), label, hashlib.sha256).digest() for k in ordered_keys(keys)
+        )
 
     def seal(self, plaintext: bytes, bound_to: str) -> bytes:
         from nacl.bindings import crypto_aead_aes256gcm_encrypt
 
         nonce = os.urandom(NONCE_BYTES)
-        return nonce + crypto_aead_aes256gcm_encrypt(plaintext, bound_to.encode(), nonce, self._key)
+        return nonce + crypto_aead_aes256gcm_encrypt(
+            plaintext, bound_to.encode(), nonce, self._keys[0]
+        )
 
     def open(self, sealed: bytes, bound_to: str) -> bytes:
-        """The plaintext; ``nacl.exceptions.CryptoError`` if anything was altered."""
+        """The plaintext; ``nacl.exceptions.CryptoError`` if anything was altered, or it was
+        sealed under no secret this Sealer holds."""
         from nacl.bindings import crypto_aead_aes256gcm_decrypt
         from nacl.exceptions import CryptoError
 
         if len(sealed) < NONCE_BYTES + TAG_BYTES:
             raise CryptoError("Too short to be a seal.")
-        nonce, ciphertext = sealed[:NONCE_BYTES], sealed[NONCE_BYTES:]
-        return crypto_aead_aes256gcm_decrypt(ciphertext, bound_to.encode(), nonce, self._key)
+        nonce, ciphertext, aad = sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], bound_to.encode()
+        for key in self._keys[:-1]:
+            with contextlib.suppress(CryptoError):
+                return crypto_aead_aes256gcm_decrypt(ciphertext, aad, nonce, key)
+        return crypto_aead_aes256gcm_decrypt(ciphertext, aad, nonce, self._keys[-1])

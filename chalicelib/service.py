@@ -137,12 +137,12 @@ class ProvisionService:
         self._db = db
         self._store = ResourceStore(db, settings)
         self._idem = IdempotencyStore(
-            db, settings.idempotency_table, Sealer(settings.jwt_secret), clock
+            db, settings.idempotency_table, Sealer(settings.jwt_keys), clock
         )
         self._tiers = tiers
         self._providers = providers
         self._reaper = Reaper(settings, db, providers, clock)
-        self._signer = Signer(settings.jwt_secret)
+        self._signer = Signer(settings.jwt_keys)
         self._clock = clock
         self._loads: dict[str, int] = {}
         self._loads_read_at = float("-inf")

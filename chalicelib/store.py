@@ -65,7 +65,7 @@ class ResourceStore:
         self._resources = settings.resources_table
         self._counters = settings.counters_table
         self._shards = settings.expiry_shards
-        self._sealer = Sealer(settings.jwt_secret, TOKEN_SEAL_LABEL)
+        self._sealer = Sealer(settings.jwt_keys, TOKEN_SEAL_LABEL)
 
     # -- transaction items ------------------------------------------------------------------
     def put_provisioning_item(self, resource: Resource) -> dict[str, Any]:

@@ -1,17 +1,23 @@
-"""Signed JWTs (HS256, one key from config): upgrade tokens that name a resource for claim and
+"""Signed JWTs (HS256, keys from config): upgrade tokens that name a resource for claim and
 upgrade, and 24h session tokens that name a user and team.
 
 Only HS256 is accepted when reading (``alg: none`` and every other algorithm are refused), and
 each token carries its ``typ``, so one kind can never stand in for the other.
+Rotation: new tokens are signed with the current secret; a token verifies under it or any
+previous secret still configured (``Settings.jwt_keys``), and under no other.
 PyJWT is imported on first use: it pulls in ``cryptography`` when installed, which would
 otherwise add ~25 ms to every Lambda cold start, including routes that sign nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
+
+from chalicelib.sealing import Keys, ordered_keys
 
 ALGORITHM = "HS256"
 ISSUER = "instanode"
@@ -42,8 +48,8 @@ class SessionClaims:
 
 
 class Signer:
-    def __init__(self, secret: str) -> None:
-        self._secret = secret
+    def __init__(self, keys: Keys) -> None:
+        self._keys = ordered_keys(keys)
 
     def upgrade_token(self, resource_id: str, owner: str, now: int) -> str:
         return self._encode(
@@ -80,7 +86,7 @@ class Signer:
         import jwt
 
         claims = {"iss": ISSUER, "typ": typ, "sub": sub, "iat": now, "exp": now + ttl, **extra}
-        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+        return jwt.encode(claims, self._keys[0], algorithm=ALGORITHM)
 
     def _decode(self, token: str, typ: str, now: int | None) -> dict[str, Any]:
         """Verify signature (HS256 only), issuer, expiry and type. ``now`` lets a caller judge
@@ -91,9 +97,7 @@ class Signer:
         if now is not None:
             options["verify_exp"] = False
         try:
-            claims: dict[str, Any] = jwt.decode(
-                token, self._secret, algorithms=[ALGORITHM], issuer=ISSUER, options=options
-            )
+            claims = self._verified(token, options)
         except jwt.InvalidTokenError as exc:
             raise InvalidTokenError(str(exc)) from exc
         if now is not None and int(claims["exp"]) <= now:
@@ -101,6 +105,17 @@ class Signer:
         if claims.get("typ") != typ:
             raise InvalidTokenError(f"not a {typ} token")
         return claims
+
+    def _verified(self, token: str, options: Any) -> dict[str, Any]:
+        """The claims of a token whose signature one of the keys made (the current first);
+        every other check is the same under each key."""
+        import jwt
+
+        decode = partial(jwt.decode, algorithms=[ALGORITHM], issuer=ISSUER, options=options)
+        for key in self._keys[:-1]:
+            with contextlib.suppress(jwt.InvalidSignatureError):
+                return decode(token, key)
+        return decode(token, self._keys[-1])
 
 
 def _jti() -> str:

@@ -193,6 +193,7 @@ def _wire_function(name: str, function: dict[str, Any], stage: str) -> None:
     function["depends_on"] = [
         *(f"aws_dynamodb_table.{t}" for t in TABLES),
         "aws_s3_bucket.storage",
+        "aws_secretsmanager_secret_version.app",  # its first cold start reads the value
         f"aws_cloudwatch_log_group.{name}",  # else Lambda makes one that never expires
     ]
     function["reserved_concurrent_executions"] = f"${{var.reserved_concurrency.{name}}}"

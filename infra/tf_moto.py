@@ -6,11 +6,15 @@ override file points the provider there, the way terraform-local does). Against 
 1. a prod ``plan`` with the local stack's settings must fail its preconditions, naming them;
 2. a prod ``apply`` with production-like settings must create everything but the known moto gaps
    (``MOTO_GAPS``: each with its reason, the resources they hold back printed);
-3. ``destroy`` must remove everything it made, tables and bucket included (``allow_destroy``).
+3. every function's environment as Terraform made it, with the secret's value Terraform wrote
+   (write-only, from the ephemeral ``app_secret``), must load as the app's ``Settings``, and be
+   the production settings asked for (not the local defaults);
+4. ``destroy`` must remove everything it made, tables and bucket included (``allow_destroy``).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -48,17 +52,22 @@ SERVICES = (
     "sts",
     "wafv2",
 )
+JWT_SECRET = "s" * 40  # the secret's value: written by Terraform, never in its state
 PRODUCTION_LIKE = {
     "stage": "prod",
     "public_base_url": "https://api.example.com",
     "mail_from": "instanode <noreply@example.com>",
     "deploy": {
         "kube_api_url": "https://k8s.example.com",
+        "kube_ca_data": base64.b64encode(b"-----BEGIN CERTIFICATE-----\n").decode(),
         "registry": "registry.example.com/instanode",
         "domain": "apps.example.com",
     },
+    "app_secret": json.dumps({"INSTANODE_JWT_SECRET": JWT_SECRET, "INSTANODE_KUBE_TOKEN": "t"}),
+    "app_secret_version": 1,
     "allow_destroy": True,
 }
+REGION = "us-east-1"  # variables.tf's default
 LOCAL_LIKE = {
     "stage": "prod",
     "public_base_url": "http://127.0.0.1:8000",
@@ -142,6 +151,16 @@ def check(run: Runner, stage_dir: Path, mirror: Path) -> tuple[bool, str]:
         if refused:
             return False, refused
         applied, report = _apply(run, work)
+        problems = _settings_problems(endpoint)
+        _, state, _ = run(["show", "-json", "-no-color"], work)
+        if JWT_SECRET in state:
+            problems.append("the app secret's value is in the Terraform state")
+        if problems:
+            applied, report = False, report + "\n" + "\n".join(f"  {p}" for p in problems)
+        else:
+            report += (
+                "\n  every function's environment + the secret load as the production Settings"
+            )
         code, out, err = run(_command("destroy", "production.tfvars.json"), work)
         if code != 0:
             return False, f"{report}\ndestroy failed:\n{_errors(out + err)}"
@@ -166,7 +185,7 @@ def _refused_plan(run: Runner, work: Path) -> str:
     """ "" when a prod plan with the local stack's settings fails on exactly its preconditions."""
     code, out, err = run(["plan", "-input=false", "-no-color", "-var-file=local.tfvars.json"], work)
     text = out + err
-    named = ("public_base_url", 'deploy.backend = "kube"')
+    named = ("public_base_url", 'deploy.backend = "kubernetes"')
     if code == 0 or not all(n in text for n in named):
         return "a prod plan with local settings was not refused by its preconditions:\n" + text
     return ""
@@ -191,3 +210,39 @@ def _hit(gap: str, errors: list[str]) -> bool:
 
 def _errors(text: str) -> str:
     return "\n".join(f"    {e}" for e in _ERROR.findall(text)) or text[-2000:]
+
+
+def _settings_problems(endpoint: str) -> list[str]:
+    """Each function's environment, as a cold start in Lambda reads it (the secret's value
+    through the moto endpoint), loaded with the app's own ``Settings.from_env``."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    from chalicelib.config import Settings
+    from chalicelib.errors import ConfigError
+
+    aws = {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": REGION}
+    aws |= {"AWS_ACCESS_KEY_ID": "moto", "AWS_SECRET_ACCESS_KEY": "moto"}
+    saved = {k: os.environ.get(k) for k in aws}
+    os.environ.update(aws)
+    try:
+        functions = boto3.client("lambda").list_functions()["Functions"]
+        problems = [] if functions else ["apply made no function"]
+        for function in functions:
+            name, env = function["FunctionName"], function["Environment"]["Variables"]
+            try:
+                settings = Settings.from_env(env)
+            except (ConfigError, ClientError) as exc:
+                problems.append(f"{name}: its settings do not load: {exc}")
+                continue
+            wanted = (PRODUCTION_LIKE["public_base_url"], "kubernetes", f"ses://{REGION}")
+            found = (settings.public_base_url, settings.deploy.backend, settings.mail_url)
+            if found != wanted:
+                problems.append(f"{name}: settings {found}, not the production {wanted}")
+        return problems
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

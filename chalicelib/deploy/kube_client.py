@@ -10,13 +10,20 @@ the same answer.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
 
 from chalicelib.config import DeploySettings
 from chalicelib.deploy.manifests import Manifest
+from chalicelib.errors import ConfigError
 
 REQUEST_TIMEOUT = 10.0  # seconds per API call: a Lambda must not hang on a slow cluster
 Obj = dict[str, Any]
@@ -61,9 +68,30 @@ def name_of(obj: Obj) -> str:
     return str(obj["metadata"]["name"])
 
 
+def trust_of(settings: DeploySettings) -> str | bool:
+    """What ``requests`` verifies the API's certificate against: ``kube_ca_data`` (written once
+    to a file named by its digest, as ``requests`` takes only paths), else ``kube_ca_file``,
+    else nothing (test servers only: a prod stage refuses that configuration)."""
+    if not settings.kube_ca_data:
+        return settings.kube_ca_file or False
+    try:
+        pem = base64.b64decode(settings.kube_ca_data, validate=True)
+    except binascii.Error as exc:
+        raise ConfigError("INSTANODE_KUBE_CA_DATA is not base64") from exc
+    path = (
+        Path(tempfile.gettempdir())
+        / f"instanode-kube-ca-{hashlib.sha256(pem).hexdigest()[:16]}.pem"
+    )
+    if not path.exists():
+        partial = path.with_suffix(f".{os.getpid()}")
+        partial.write_bytes(pem)
+        partial.replace(path)  # whole or not at all, whatever runs beside
+    return str(path)
+
+
 class KubeClient:
     """One ``requests.Session`` to ``settings.kube_api_url`` with the bearer token; TLS verified
-    against ``kube_ca_file``, or not at all when it is "" (test servers only)."""
+    against the cluster's CA (``trust_of``)."""
 
     def __init__(self, settings: DeploySettings) -> None:
         self.namespace = settings.kube_namespace
@@ -73,7 +101,7 @@ class KubeClient:
         # ``verify``): the settings alone say where the API is and whom to trust
         self._session.trust_env = False
         self._session.headers["Authorization"] = f"Bearer {settings.kube_token}"
-        self._session.verify = settings.kube_ca_file or False
+        self._session.verify = trust_of(settings)
 
     def read(self, kind: Kind, name: str) -> Obj | None:
         """The object, or None when there is none of that name."""

@@ -171,7 +171,7 @@ def build_job(spec: BuildSpec, settings: DeploySettings) -> Manifest:
         "name": "kaniko",
         "image": settings.kaniko_image,
         "args": kaniko_args(spec, settings),
-        "envFrom": [{"secretRef": {"name": settings.kube_build_aws_secret}}],
+        "envFrom": [_build_credentials(settings)],
         "resources": {
             "requests": {"cpu": BUILD_CPU[0], "memory": BUILD_MEMORY[0]}
             | {"ephemeral-storage": BUILD_DISK[0]},
@@ -195,6 +195,7 @@ def build_job(spec: BuildSpec, settings: DeploySettings) -> Manifest:
         },
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    pod = _build_pod(container, settings)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -203,27 +204,41 @@ def build_job(spec: BuildSpec, settings: DeploySettings) -> Manifest:
             "backoffLimit": 0,
             "activeDeadlineSeconds": BUILD_DEADLINE_SECONDS,
             "ttlSecondsAfterFinished": BUILD_TTL_SECONDS,
-            "template": {
-                "metadata": {"labels": dict(labels)},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [container],
-                    "volumes": [
-                        {
-                            "name": "registry-auth",
-                            "secret": {
-                                "secretName": settings.kube_registry_auth_secret,
-                                "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
-                            },
-                        }
-                    ],
-                },
-            },
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod},
         },
     }
+
+
+def _build_credentials(settings: DeploySettings) -> Manifest:
+    """The AWS_* variables kaniko reads the context with: from the operator's Secret, which a
+    build service account (its credentials from EKS Pod Identity or IRSA) makes optional."""
+    ref: Manifest = {"name": settings.kube_build_aws_secret}
+    if settings.kube_build_service_account:
+        ref["optional"] = True
+    return {"secretRef": ref}
+
+
+def _build_pod(container: Manifest, settings: DeploySettings) -> Manifest:
+    pod: Manifest = {
+        "restartPolicy": "Never",
+        # no API token in the pod (Pod Identity and IRSA project their own, AWS-only ones)
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": [
+            {
+                "name": "registry-auth",
+                "secret": {
+                    "secretName": settings.kube_registry_auth_secret,
+                    "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
+                },
+            }
+        ],
+    }
+    if settings.kube_build_service_account:
+        pod["serviceAccountName"] = settings.kube_build_service_account
+    return pod
 
 
 def _app_container(spec: BuildSpec, settings: DeploySettings) -> Manifest:

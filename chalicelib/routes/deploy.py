@@ -80,7 +80,7 @@ def _caller_by_upgrade_jwt(request: Request) -> Caller:
         )
     settings = get_settings()
     try:
-        claims = Signer(settings.jwt_secret).read_upgrade_token(token.strip(), None)
+        claims = Signer(settings.jwt_keys).read_upgrade_token(token.strip(), None)
     except InvalidTokenError as exc:
         raise errors.UnauthorizedError("The upgrade_jwt is invalid or expired.") from exc
     resource = ResourceStore(get_dynamo(), settings).get(claims.resource_id)

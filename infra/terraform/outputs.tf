@@ -32,3 +32,8 @@ output "ses_dkim_tokens" {
   description = "For a domain ses_identity: add a CNAME <token>._domainkey.<domain> -> <token>.dkim.amazonses.com for each."
   value       = one(aws_sesv2_email_identity.mail[*].dkim_signing_attributes[0].tokens)
 }
+
+output "builds_role_arn" {
+  description = "The role kaniko builds read their context with (builds.tf): Pod Identity gives it on EKS; elsewhere give an identity its policy."
+  value       = aws_iam_role.builds.arn
+}

@@ -26,6 +26,25 @@ variable "secret_recovery_window_days" {
   default     = 7
 }
 
+variable "app_secret" {
+  description = "The app secret's value, a JSON object of INSTANODE_* settings (infra/terraform/README.md, \"Secret value\"), written with each new app_secret_version and never kept in the state or the plan: pass it as TF_VAR_app_secret, never in a file or on the command line. Leave it unset to set the value out of band."
+  type        = string
+  default     = null
+  sensitive   = true
+  ephemeral   = true
+}
+
+variable "app_secret_version" {
+  description = "Bump it (1, 2, …) together with app_secret to write a new value; 0: Terraform leaves the value alone. The functions' configuration names it, so new containers (which read the secret at cold start) take the new value at once."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.app_secret_version >= 0 && floor(var.app_secret_version) == var.app_secret_version
+    error_message = "app_secret_version is a whole number: 0 (value set out of band), then 1, 2, …"
+  }
+}
+
 variable "log_retention_days" {
   description = "Days every Lambda's log group keeps its events (a CloudWatch Logs retention value)."
   type        = number
@@ -138,18 +157,27 @@ variable "ses_identity" {
 }
 
 variable "deploy" {
-  description = "Container deploys: backend \"kube\" (prod) builds with kaniko on the cluster at kube_api_url and pushes to registry; apps get <slug>.<domain>. The cluster token is the secret's INSTANODE_KUBE_TOKEN."
+  description = "Container deploys: backend \"kubernetes\" (prod) builds with kaniko on the cluster at kube_api_url and pushes to registry; apps get <slug>.<domain>. The cluster token is the secret's INSTANODE_KUBE_TOKEN."
   type = object({
-    backend        = optional(string, "kube")
+    backend        = optional(string, "kubernetes")
     kube_api_url   = optional(string, "")
     kube_namespace = optional(string, "instanode-apps")
+    kube_ca_data   = optional(string, "") # base64 PEM, as a kubeconfig's certificate-authority-data
     registry       = optional(string, "")
     domain         = optional(string, "")
+    # EKS: the cluster whose Pod Identity gives builds.tf's role to build_service_account
+    eks_cluster_name      = optional(string, "")
+    build_service_account = optional(string, "")
   })
   default = {}
 
   validation {
-    condition     = contains(["kube", "local"], var.deploy.backend)
-    error_message = "deploy.backend is \"kube\" or \"local\" (podman on the Lambda's machine: for trials only)."
+    condition     = var.deploy.eks_cluster_name == "" || var.deploy.build_service_account != ""
+    error_message = "deploy.eks_cluster_name gives the builds' role to a service account: name it in deploy.build_service_account (e.g. \"instanode-build\", made in kube_namespace)."
+  }
+
+  validation {
+    condition     = contains(["kubernetes", "local"], var.deploy.backend)
+    error_message = "deploy.backend is \"kubernetes\" or \"local\" (podman on the Lambda's machine: for trials only)."
   }
 }

@@ -1,7 +1,7 @@
 # Chalice's generated chalice.tf.json pins Terraform < 1.4 and aws < 5; `python -m infra.tf package`
 # drops that block, so these constraints are the only ones.
 terraform {
-  required_version = ">= 1.5"
+  required_version = ">= 1.11" # ephemeral variables, write-only arguments (secrets.tf)
 
   required_providers {
     aws = {

@@ -4,6 +4,7 @@ for TLS, timeouts and the statuses kmock does not answer with."""
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import socket
@@ -24,6 +25,7 @@ import urllib3
 from chalicelib.config import DeploySettings
 from chalicelib.deploy import kube_client
 from chalicelib.deploy.kube_client import JOBS, PODS, SECRETS, KubeClient, KubeError
+from chalicelib.errors import ConfigError
 from tests.functional.test_kube_backend import NS, ClusterThread, cluster, settings
 
 __all__ = ["cluster", "settings"]  # the fixtures, imported for pytest
@@ -181,6 +183,19 @@ def test_tls_is_verified_against_the_ca_file(
     assert at(settings, https_url, str(server)).read(SECRETS, "a") is None  # 404: it answered
     with pytest.raises(requests.exceptions.SSLError):
         at(settings, https_url, str(other)).read(SECRETS, "a")
+
+
+def test_tls_is_verified_against_the_ca_data_a_kubeconfig_carries(
+    settings: DeploySettings, https_url: str, certs: tuple[Path, Path]
+) -> None:
+    """In Lambda there is no file: the CA comes base64-encoded in the settings."""
+    server, other = (base64.b64encode(c.read_bytes()).decode() for c in certs)
+    trusting = replace(settings, kube_api_url=https_url, kube_ca_data=server)
+    assert KubeClient(trusting).read(SECRETS, "a") is None
+    with pytest.raises(requests.exceptions.SSLError):
+        KubeClient(replace(trusting, kube_ca_data=other)).read(SECRETS, "a")
+    with pytest.raises(ConfigError, match="not base64"):
+        KubeClient(replace(trusting, kube_ca_data="not base64!"))
 
 
 def test_no_ca_file_is_tls_unverified(settings: DeploySettings, https_url: str) -> None:

@@ -104,3 +104,36 @@ def test_from_env_defaults_the_kaniko_secret_names() -> None:
         "instanode-build-aws",
         "instanode-registry-auth",
     )
+
+
+# -- INSTANODE_JWT_PREVIOUS_SECRETS ---------------------------------------------------------------
+def _with_previous(raw: str) -> Settings:
+    return Settings.from_env(
+        {"INSTANODE_JWT_SECRET": SECRET, "INSTANODE_JWT_PREVIOUS_SECRETS": raw}
+    )
+
+
+def test_jwt_keys_are_the_current_secret_then_each_previous_one() -> None:
+    old, older = "o" * 32, "p" * 40
+    assert _with_previous(json.dumps([old, older])).jwt_keys == (SECRET, old, older)
+    assert Settings.from_env({"INSTANODE_JWT_SECRET": SECRET}).jwt_keys == (SECRET,)
+    assert _with_previous("").jwt_keys == (SECRET,)
+
+
+def test_jwt_keys_drop_duplicates_and_the_current_secret() -> None:
+    old = "o" * 32
+    assert _with_previous(json.dumps([old, SECRET, old])).jwt_keys == (SECRET, old)
+
+
+@pytest.mark.parametrize(
+    "raw", ['["' + "o" * 31 + '"]', "[42]", '"' + "o" * 40 + '"', "o" * 40 + "," + "p" * 40]
+)
+def test_from_env_rejects_short_or_malformed_previous_secrets(raw: str) -> None:
+    with pytest.raises(ConfigError, match="INSTANODE_JWT_PREVIOUS_SECRETS") as caught:
+        _with_previous(raw)
+    assert "o" * 31 not in str(caught.value)  # the message never carries a secret
+
+
+def test_settings_repr_hides_the_jwt_secrets() -> None:
+    shown = repr(_with_previous(json.dumps(["o" * 32])))
+    assert SECRET not in shown and "o" * 32 not in shown

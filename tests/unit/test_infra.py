@@ -539,7 +539,7 @@ def test_prod_settings_preconditions_name_what_is_missing() -> None:
     (lifecycle,) = check.children("lifecycle")
     messages = [p.attributes["error_message"] for p in lifecycle.children("precondition")]
     assert any("public_base_url" in m and "loopback" in m for m in messages)
-    assert any('deploy.backend = "kube"' in m for m in messages)
+    assert any('deploy.backend = "kubernetes"' in m for m in messages)
     assert any("mail_from" in m for m in messages)
 
 
@@ -669,3 +669,22 @@ def test_wired_references_resolve_in_the_module() -> None:
         assert (kind, name) in declared, f"{kind}.{name}"
     assert set(re.findall(r"\blocal\.(\w+)", text)) <= local_names
     assert set(re.findall(r"\bvar\.(\w+)", text)) <= variables
+
+
+# -- the builds' identity (builds.tf) -------------------------------------------------------------
+
+
+def test_builds_may_only_read_their_build_contexts() -> None:
+    policy = str(_resource("aws_iam_role_policy", "builds").attributes["policy"])
+    assert re.findall(r'"(\w+:\w+)"', policy) == ["s3:GetObject"]
+    resources = re.findall(r'"\$\{aws_s3_bucket\.storage\.arn\}/([^"]*)"', policy)
+    assert resources == ["deploys/*", "stacks/*"]  # not tenants' anon/, not agents' uploads/
+
+
+def test_builds_role_is_for_eks_pod_identity_only() -> None:
+    trust = str(_resource("aws_iam_role", "builds").attributes["assume_role_policy"])
+    assert re.findall(r'Service\s*=\s*"([^"]+)"', trust) == ["pods.eks.amazonaws.com"]
+    assert re.findall(r'"(sts:\w+)"', trust) == ["sts:AssumeRole", "sts:TagSession"]
+    association = _resource("aws_eks_pod_identity_association", "builds").attributes
+    assert association["service_account"] == hcl.Expr("var.deploy.build_service_account")
+    assert "INSTANODE_KUBE_BUILD_SERVICE_ACCOUNT" in _locals()["app_settings"].text

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import kubernetes_validate
@@ -159,6 +160,18 @@ def test_build_job_reads_aws_credentials_from_the_operator_secret() -> None:
     job = m.build_job(SPEC, SETTINGS)
     assert container(job)["envFrom"] == [{"secretRef": {"name": SETTINGS.kube_build_aws_secret}}]
     assert "env" not in container(job)  # no customer secret reaches the build
+    assert "serviceAccountName" not in pod_spec(job)  # the namespace's default: no AWS role
+
+
+def test_build_job_with_a_service_account_takes_its_aws_identity() -> None:
+    """EKS Pod Identity or IRSA: the role Terraform makes (infra/terraform/builds.tf), so the
+    AWS key Secret may be absent; still no API token in the pod."""
+    settings = replace(SETTINGS, kube_build_service_account="instanode-build")
+    job = m.build_job(SPEC, settings)
+    assert pod_spec(job)["serviceAccountName"] == "instanode-build"
+    assert pod_spec(job)["automountServiceAccountToken"] is False
+    ref = {"name": SETTINGS.kube_build_aws_secret, "optional": True}
+    assert container(job)["envFrom"] == [{"secretRef": ref}]
 
 
 @pytest.mark.parametrize("public", [True, False])

@@ -55,3 +55,36 @@ def test_seals_are_cryptography_aesgcm_both_ways() -> None:
     theirs = nonce + AESGCM(key).encrypt(nonce, plaintext, b"key#1")
     assert theirs == ours  # the same bytes for the same nonce
     assert Sealer(SECRET).open(theirs, "key#1") == plaintext
+
+
+# -- rotation: the current key seals, every listed key opens --------------------------------------
+NEW = "n" * 40
+
+
+def test_open_takes_a_record_sealed_under_a_previous_key() -> None:
+    sealed = Sealer(SECRET).seal(b"payload", "k")
+    assert Sealer((NEW, SECRET)).open(sealed, "k") == b"payload"
+    assert Sealer((NEW, SECRET)).open(OLD_SEAL, "key#1") == b"postgres://u:hunter2@h/db"
+
+
+def test_open_refuses_a_record_whose_key_was_dropped_or_that_was_altered() -> None:
+    sealed = Sealer(SECRET).seal(b"payload", "k")
+    with pytest.raises(CryptoError):
+        Sealer(NEW).open(sealed, "k")
+    with pytest.raises(CryptoError):
+        Sealer((NEW, SECRET)).open(sealed, "k2")
+    with pytest.raises(CryptoError):
+        Sealer((NEW, SECRET)).open(sealed[:-1] + bytes([sealed[-1] ^ 1]), "k")
+
+
+def test_new_seals_use_the_current_key_derived_as_before() -> None:
+    sealed = Sealer((NEW, SECRET)).seal(b"payload", "k")
+    with pytest.raises(CryptoError):
+        Sealer(SECRET).open(sealed, "k")
+    key = hmac.new(NEW.encode(), IDEMPOTENCY_LABEL, hashlib.sha256).digest()
+    assert AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], b"k") == b"payload"
+
+
+def test_sealer_needs_a_key() -> None:
+    with pytest.raises(ValueError):
+        Sealer([])

@@ -85,3 +85,44 @@ def test_read_session_token_rejects_other_algorithm() -> None:
     token = jwt.encode({**body, "exp": NOW + 60}, SECRET, algorithm="HS512")
     with pytest.raises(InvalidTokenError):
         Signer(SECRET).read_session_token(token)
+
+
+# -- rotation: the current key signs, every listed key verifies -----------------------------------
+OLD = "a" * 40
+NEW = "b" * 40
+
+
+def test_read_token_accepts_one_signed_under_a_previous_key() -> None:
+    upgrade = Signer(OLD).upgrade_token("res_1", "fp:x", NOW)
+    session = Signer(OLD).session_token("usr_1", "team_1", "a@b.io", NOW)
+    rotated = Signer((NEW, OLD))
+    assert rotated.read_upgrade_token(upgrade).resource_id == "res_1"
+    assert rotated.read_session_token(session).user_id == "usr_1"
+
+
+def test_read_token_refuses_a_key_that_was_dropped() -> None:
+    token = Signer(OLD).session_token("usr_1", "team_1", "a@b.io", NOW)
+    with pytest.raises(InvalidTokenError, match="Signature verification failed"):
+        Signer((NEW, "c" * 40)).read_session_token(token)
+
+
+def test_new_tokens_are_signed_with_the_current_key_only() -> None:
+    token = Signer((NEW, OLD)).upgrade_token("res_1", "fp:x", NOW)
+    assert Signer(NEW).read_upgrade_token(token).resource_id == "res_1"
+    with pytest.raises(InvalidTokenError):
+        Signer(OLD).read_upgrade_token(token)
+
+
+def test_read_token_under_a_previous_key_still_checks_expiry_and_type() -> None:
+    old = Signer(OLD)
+    rotated = Signer((NEW, OLD))
+    expired = old.upgrade_token("res_1", "fp:x", NOW - UPGRADE_TTL_SECONDS - 10)
+    with pytest.raises(InvalidTokenError, match="expired"):
+        rotated.read_upgrade_token(expired)
+    with pytest.raises(InvalidTokenError, match="not a session token"):
+        rotated.read_session_token(old.upgrade_token("res_1", "fp:x", NOW))
+
+
+def test_signer_needs_a_key() -> None:
+    with pytest.raises(ValueError):
+        Signer(())
