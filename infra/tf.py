@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -239,7 +240,16 @@ def package(stage: str, out_dir: Path) -> None:
         doc = json.loads((raw / "chalice.tf.json").read_text())
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "chalice.tf.json").write_text(json.dumps(wire(doc, stage), indent=2) + "\n")
-        shutil.copy2(raw / "deployment.zip", out_dir / "deployment.zip")
+        without_bytecode(raw / "deployment.zip", out_dir / "deployment.zip")
+
+
+def without_bytecode(source: Path, target: Path) -> None:
+    """A copy of the zip without ``__pycache__`` entries: chalice copies whatever bytecode the
+    work tree holds, dead weight that also makes the package differ from tree to tree."""
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w") as zout:
+        for entry in zin.infolist():
+            if "__pycache__/" not in entry.filename:
+                zout.writestr(entry, zin.read(entry), compress_type=entry.compress_type)
 
 
 # -- checks --------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -688,3 +689,16 @@ def test_builds_role_is_for_eks_pod_identity_only() -> None:
     association = _resource("aws_eks_pod_identity_association", "builds").attributes
     assert association["service_account"] == hcl.Expr("var.deploy.build_service_account")
     assert "INSTANODE_KUBE_BUILD_SERVICE_ACCOUNT" in _locals()["app_settings"].text
+
+
+def test_the_package_carries_no_bytecode(tmp_path: Path) -> None:
+    source, target = tmp_path / "chalice.zip", tmp_path / "deployment.zip"
+    with zipfile.ZipFile(source, "w") as z:
+        z.writestr("app.py", "x = 1\n")
+        z.writestr("chalicelib/__pycache__/config.cpython-311.pyc", b"\0")
+        z.writestr(zipfile.ZipInfo("chalicelib/config.py", (2020, 1, 1, 0, 0, 0)), "y = 2\n")
+    tf.without_bytecode(source, target)
+    with zipfile.ZipFile(target) as z:
+        assert z.namelist() == ["app.py", "chalicelib/config.py"]
+        assert z.getinfo("chalicelib/config.py").date_time == (2020, 1, 1, 0, 0, 0)
+        assert z.read("chalicelib/config.py") == b"y = 2\n"
