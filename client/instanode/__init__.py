@@ -1,0 +1,1 @@
+"""instanode: SDK, CLI and MCP server for an instanode API."""
