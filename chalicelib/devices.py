@@ -5,9 +5,11 @@ Against phishing (someone starts a session and sends a victim its ``auth_url``),
 the session's ``user_code``, 8 letters (``XXXX-XXXX``) that ``POST /auth/cli`` returns for the
 CLI to print: the approve page asks the user to type the code their own terminal shows, and
 ``auth_url`` carries only the session id. The code is an HMAC of the session id under a key
-derived from the platform secret, so it is never stored; it is compared in constant time. Every
-approval attempt is counted on the session record before its code is looked at, and the fifth
-wrong code ends the session (polls then see ``expired``): at most 5 guesses of 20^8 codes.
+derived from the platform secret, so it is never stored; it is compared in constant time with
+the code under the current secret and under each previous one (a sign-in started just before a
+rotation still approves). Every approval attempt is counted on the session record before its
+code is looked at, and the fifth wrong code ends the session (polls then see ``expired``): at
+most 5 guesses of 20^8 codes (one more valid code per previous secret during a rotation).
 
 The key's secret waits between approval and that poll sealed (AES-GCM, bound to the session) in
 a record of its own, and the poll takes it with a conditional delete: a second poll, or anyone
@@ -55,13 +57,16 @@ class DeviceFlow:
         self._base_url = settings.public_base_url
         self._accounts = accounts
         self._sealer = Sealer(settings.jwt_keys, SEAL_LABEL)
-        self._code_key = hmac.new(settings.jwt_secret.encode(), CODE_LABEL, hashlib.sha256).digest()
+        # one per secret, the current first: a code made before a rotation still approves
+        self._code_keys = tuple(
+            hmac.new(k.encode(), CODE_LABEL, hashlib.sha256).digest() for k in settings.jwt_keys
+        )
         self._clock = clock
 
     def start(self) -> dict[str, Any]:
         session = CliSession(str(uuid.uuid4()), "pending", int(self._clock()) + SESSION_SECONDS)
         self._accounts.put_cli_session(session)
-        code = self._user_code(session.id)
+        code = _user_code(self._code_keys[0], session.id)
         return {
             "ok": True,
             "session_id": session.id,
@@ -96,8 +101,7 @@ class DeviceFlow:
         attempts = self._accounts.count_cli_attempt(session.id, now, MAX_CODE_ATTEMPTS)
         if attempts is None:
             raise _not_pending()
-        typed = re.sub(r"[\s-]", "", user_code).upper().encode()
-        if not hmac.compare_digest(typed, self._user_code(session.id).encode()):
+        if not self._code_matches(session.id, user_code):
             self._wrong_code(session.id, MAX_CODE_ATTEMPTS - attempts)
         secret, key = new_api_key(principal, "CLI", Scope.WRITE, now)
         sealed = self._sealer.seal(secret.encode(), _bound(session.id))
@@ -123,15 +127,15 @@ class DeviceFlow:
             attempts_left=0,
         )
 
-    def _user_code(self, session_id: str) -> str:
-        """The session's 8-letter code (without the dash), derived, never stored."""
-        digest = hmac.new(self._code_key, session_id.encode(), hashlib.sha256).digest()
-        n = int.from_bytes(digest, "big")  # 256 bits: 8 base-20 digits are all but uniform
-        letters = []
-        for _ in range(CODE_LENGTH):
-            n, i = divmod(n, len(CODE_ALPHABET))
-            letters.append(CODE_ALPHABET[i])
-        return "".join(letters)
+    def _code_matches(self, session_id: str, user_code: str) -> bool:
+        """Whether ``user_code`` is the session's code under any key, compared in constant
+        time against every one (no early exit tells which key, if any, was close)."""
+        typed = re.sub(r"[\s-]", "", user_code).upper().encode()
+        matches = [
+            hmac.compare_digest(typed, _user_code(key, session_id).encode())
+            for key in self._code_keys
+        ]
+        return any(matches)
 
     def _session(self, session_id: str) -> CliSession:
         found = self._accounts.cli_session(session_id) if _UUID.fullmatch(session_id) else None
@@ -142,6 +146,17 @@ class DeviceFlow:
                 "it returns.",
             )
         return found
+
+
+def _user_code(key: bytes, session_id: str) -> str:
+    """The session's 8-letter code (without the dash) under ``key``, derived, never stored."""
+    digest = hmac.new(key, session_id.encode(), hashlib.sha256).digest()
+    n = int.from_bytes(digest, "big")  # 256 bits: 8 base-20 digits are all but uniform
+    letters = []
+    for _ in range(CODE_LENGTH):
+        n, i = divmod(n, len(CODE_ALPHABET))
+        letters.append(CODE_ALPHABET[i])
+    return "".join(letters)
 
 
 def _not_pending() -> errors.ApiError:

@@ -62,7 +62,10 @@ class Outbox:
         return message_id
 
     def retry_pending(self, now: int) -> DeliveryReport:
-        """Deliver messages still pending a minute after they were recorded."""
+        """Deliver messages still pending a minute after they were recorded. One that no key
+        opens (sealed under a secret since dropped) is given up, and the others go on."""
+        from nacl.exceptions import CryptoError
+
         sent = failed = 0
         items = self._db.query(
             self._table,
@@ -71,13 +74,22 @@ class Outbox:
             {":p": "1", ":due": now - RETRY_AFTER_SECONDS},
         )
         for item in items:
-            body = json.loads(self._sealer.open(bytes(item["sealed"]), item["pk"]))
+            try:
+                body = json.loads(self._sealer.open(bytes(item["sealed"]), item["pk"]))
+            except CryptoError:
+                self._give_up_unreadable(item["pk"])
+                failed += 1
+                continue
             message = Message(item["to"], item["subject"], body["text"], body["html"])
             if self._deliver(item["pk"], message, int(item.get("attempts", 0))):
                 sent += 1
             else:
                 failed += 1
         return DeliveryReport(sent, failed)
+
+    def _give_up_unreadable(self, pk: str) -> None:
+        log.error("mail %s opens under no key (its secret was dropped): not delivered", pk)
+        self._db.update_item(self._table, {"pk": pk}, "REMOVE pending", {})
 
     def _deliver(self, pk: str, message: Message, attempts: int = 0) -> bool:
         try:

@@ -11,7 +11,8 @@ Tables (names from config; infra/terraform/dynamodb.tf creates the same):
               No record holds its bearer token in clear: ``token_hash`` (SHA-256) checks a
               presented token, ``token_sealed`` (AES-GCM under the platform key, bound to the
               record's id) gives it back where the API must (spec convention 6, the owner's
-              listing). Records of the old format (``token`` in clear) are rewritten the first
+              listing); ``reseal_tokens`` moves them to the current key after a rotation.
+              Records of the old format (``token`` in clear) are rewritten the first
               time anything reads them, and ``seal_plain_tokens`` rewrites the rest in one pass.
   counters    pk ``pk``: ``day#<owner>#<date>`` provisions today, ``active#<owner>#<kind>``
               active resources, ``backend#<name>`` resources placed on a backend server,
@@ -32,7 +33,7 @@ from chalicelib.accounts import secret_hash
 from chalicelib.config import Settings
 from chalicelib.dynamo import Dynamo, Item, from_wire
 from chalicelib.models import BackendRef, Kind, Resource, Status
-from chalicelib.sealing import Sealer
+from chalicelib.sealing import ResealReport, SealedColumn, Sealer
 
 EXPIRED_RECORD_RETENTION_SECONDS = 30 * 24 * 3600
 DAY_COUNTER_RETENTION_SECONDS = 2 * 24 * 3600
@@ -364,6 +365,11 @@ class ResourceStore:
         return self._sealer.open(r.sealed_token, r.id).decode()
 
     # -- migration --------------------------------------------------------------------------
+    def reseal_tokens(self) -> ResealReport:
+        """Seal every record's token again under the current key where it is not already (a
+        JWT-secret rotation, before the previous secret is dropped); safe beside the API."""
+        return SealedColumn(self._db, self._resources, "id", "token_sealed", self._sealer).reseal()
+
     def seal_plain_tokens(self) -> int:
         """Rewrite every record still holding its token in clear, in one pass over the table
         (reads rewrite such a record anyway; this reaches those nobody reads). Returns how many

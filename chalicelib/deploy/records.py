@@ -19,7 +19,7 @@ from typing import Any
 
 from chalicelib import dynamo, errors
 from chalicelib.dynamo import Dynamo, Item
-from chalicelib.sealing import Sealer
+from chalicelib.sealing import ResealReport, SealedColumn, Sealer
 
 RETIRED_RETENTION_SECONDS = 30 * 24 * 3600
 
@@ -127,6 +127,12 @@ class Records:
                 {":s": str(shard), ":now": now},
             )
         )
+
+    def reseal_env(self) -> ResealReport:
+        """Seal every record's env again under the current key where it is not already (a
+        JWT-secret rotation, before the previous secret is dropped); safe beside the API: a
+        reseal changes no ``version``, and loses to any write made since its read."""
+        return SealedColumn(self._db, self._table, self._key_attr, "env", self._sealer).reseal()
 
     # -- mapping helpers --------------------------------------------------------------------
     def seal(self, value: Any, key: str) -> bytes:

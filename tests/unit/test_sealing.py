@@ -88,3 +88,26 @@ def test_new_seals_use_the_current_key_derived_as_before() -> None:
 def test_sealer_needs_a_key() -> None:
     with pytest.raises(ValueError):
         Sealer([])
+
+
+# -- reseal: a previous key's seal again under the current key ------------------------------------
+def test_reseal_moves_a_previous_keys_seal_to_the_current_key() -> None:
+    resealed = Sealer((NEW, SECRET)).reseal(Sealer(SECRET).seal(b"payload", "k"), "k")
+    assert resealed is not None
+    assert Sealer(NEW).open(resealed, "k") == b"payload"
+    with pytest.raises(CryptoError):
+        Sealer(NEW).open(resealed, "k2")  # still bound to its record
+
+
+def test_reseal_leaves_a_current_seal_alone() -> None:
+    sealer = Sealer((NEW, SECRET))
+    assert sealer.reseal(sealer.seal(b"payload", "k"), "k") is None
+
+
+def test_reseal_refuses_what_no_key_opens() -> None:
+    foreign = Sealer("o" * 40).seal(b"payload", "k")
+    for sealer in (Sealer((NEW, SECRET)), Sealer(NEW)):
+        with pytest.raises(CryptoError):
+            sealer.reseal(foreign, "k")
+    with pytest.raises(CryptoError):
+        Sealer((NEW, SECRET)).reseal(Sealer(SECRET).seal(b"payload", "k"), "k2")
