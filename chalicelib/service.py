@@ -11,8 +11,9 @@ whose lease the reaper collects.
 Time: a provision has a ``Deadline`` short of the API's timeout (Lambda kills the process at
 it). Backend calls run in a thread of their own, waited for until the deadline; one still
 running then answers 503 ``provision_timeout`` at once, and when it ends, what it made is
-removed and the reservation rolled back. If the process dies anyway, the key's lease (longer
-than any request) ends soon after: a retry with the key then removes what the dead request made,
+removed and the reservation rolled back. If the process dies anyway, or Lambda freezes it once
+the answer is sent (the late thread then resumes only with the container's next request, if
+ever), the key's lease (longer than any request) ends soon after: a retry with the key then removes what the dead request made,
 as the reaper would, and provisions afresh; the reaper collects it when nobody retries.
 """
 
