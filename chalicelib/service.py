@@ -13,8 +13,9 @@ it). Backend calls run in a thread of their own, waited for until the deadline; 
 running then answers 503 ``provision_timeout`` at once, and when it ends, what it made is
 removed and the reservation rolled back. If the process dies anyway, or Lambda freezes it once
 the answer is sent (the late thread then resumes only with the container's next request, if
-ever), the key's lease (longer than any request) ends soon after: a retry with the key then removes what the dead request made,
-as the reaper would, and provisions afresh; the reaper collects it when nobody retries.
+ever), the key's lease (longer than any request) ends soon after: a retry with the key then
+removes what the dead request made, as the reaper would, and provisions afresh; the reaper
+collects it when nobody retries.
 """
 
 from __future__ import annotations

@@ -328,6 +328,9 @@ class LocalBackend:
         # removes nothing at all when one of the names it is given does not exist
         listed = podman("ps", "-aq", "--filter", f"label=instanode.app={slug}").stdout.split()
         if listed:
+            # stopped first: `rm -f` of a running container leaves its network teardown to a
+            # cleanup process that can run after remove_network, leaving the port's DNAT rule
+            podman("stop", "-t", "0", *listed)
             podman("rm", "-f", "-t", "0", *listed)
         images = podman("images", "-q", "--filter", f"reference=localhost/instanode-{slug}")
         if images.stdout.split():

@@ -224,7 +224,9 @@ class DeployService:
         }
 
     def logs(self, owner: str, app_id: str, since_line: int) -> tuple[Deployment, list[str]]:
-        app = self._owned(owner, app_id)
+        """The app as its backend reports it now (a log stream's ``status`` event ends the
+        stream once final) and its log lines from ``since_line``."""
+        app = self._refreshed(self._owned(owner, app_id))
         return app, self._backend().logs(app.slug, app.revision, since_line)
 
     def refresh(self, app: Deployment) -> Deployment:
