@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,6 +92,9 @@ def tail(settings: Settings, token: str, everything: bool, interval: float) -> N
       instanode --json webhook tail $WEBHOOK_TOKEN | jq .body_text
     """
     webhook = settings.client().webhook
+    # Ctrl-C stops it even where SIGINT came ignored (a background job of a shell without job
+    # control hands that down, and Python then leaves it ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         seen = -1 if everything else max((r.seq for r in webhook.requests(token)), default=-1)
         note(f"tailing {token[:8]}... (Ctrl-C to stop)")
