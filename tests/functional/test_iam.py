@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -26,6 +27,8 @@ from moto.ses.models import ses_backends
 
 import app as app_module
 from chalicelib import deps
+from chalicelib.models import Kind
+from chalicelib.providers import storage
 from devstack.stack import ROOT
 from tests.aws_access import Access, Policy, Where, record
 from tests.functional.accounts_fixtures import call, follow, new_email, session_of
@@ -296,12 +299,18 @@ def test_enforce_quotas(
 def test_reconcile_backends(
     aws: dict[str, str], client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("INSTANODE_RECONCILE_GRACE_SECONDS", "0")
-    deps.reset()
+    """Known resources, an orphan prefix seen an hour ago (removed now) and whatever else the
+    shared bucket holds (new suspects only: the grace keeps the other tiers' objects)."""
     anonymous_resources(client)
+    backend = settings().backends[Kind.STORAGE][0]
+    orphan = f"anon/s_{secrets.token_hex(10)}"
+    with storage.admin_client(backend) as s3:
+        s3.put_object(Bucket=storage.bucket_of(backend), Key=f"{orphan}/left.txt", Body=b"x")
+    ledger = {"pk": f"reconcile#{Kind.STORAGE.value}#{backend.name}"}
+    deps.get_dynamo().put_item(settings().counters_table, ledger | {"suspects": {orphan: PAST}})
     with cold_start(monkeypatch, aws) as used:
         report = run_job("reconcile_backends")
-    assert report["failed"] == 0, report
+    assert report["failed"] == 0 and report["removed"] >= 1, report
     judge("reconcile_backends", aws, used)
 
 
