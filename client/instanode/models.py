@@ -31,6 +31,11 @@ def _str(raw: dict[str, Any], key: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _dict(raw: dict[str, Any], key: str) -> dict[str, Any] | None:
+    value = raw.get(key)
+    return dict(value) if isinstance(value, dict) else None
+
+
 def _int(raw: dict[str, Any], key: str) -> int | None:
     value = raw.get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
@@ -91,14 +96,13 @@ class Presigned:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Presigned:
-        headers, fields = raw.get("headers"), raw.get("fields")
         return cls(
             url=str(raw.get("url", "")),
             method=str(raw.get("method", "")),
             key=str(raw.get("key", "")),
             expires_at=_str(raw, "expires_at"),
-            headers=dict(headers) if isinstance(headers, dict) else {},
-            fields=dict(fields) if isinstance(fields, dict) else None,
+            headers=_dict(raw, "headers") or {},
+            fields=_dict(raw, "fields"),
             raw=raw,
         )
 
@@ -121,13 +125,12 @@ class WebhookRequest:
             body = base64.b64decode(str(raw.get("body") or ""), validate=True)
         except (binascii.Error, ValueError):
             body = b""
-        query, headers = raw.get("query"), raw.get("headers")
         return cls(
             seq=_int(raw, "seq") or 0,
             method=str(raw.get("method", "")),
             path=str(raw.get("path", "")),
-            query=dict(query) if isinstance(query, dict) else {},
-            headers=dict(headers) if isinstance(headers, dict) else {},
+            query=_dict(raw, "query") or {},
+            headers=_dict(raw, "headers") or {},
             body=body,
             body_text=raw.get("body_text") if isinstance(raw.get("body_text"), str) else None,
             received_at=raw.get("received_at"),
